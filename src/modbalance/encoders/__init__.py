@@ -1,0 +1,1 @@
+"""Encoders that map one modality's input to a feature vector of shape ``(B, D)``."""
