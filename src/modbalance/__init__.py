@@ -1,3 +1,48 @@
-"""modbalance: on-the-fly modulation (OGM, OGM-GE, OPM) for balanced multimodal learning."""
+"""modbalance: on-the-fly modulation (OGM, OGM-GE, OPM) for balanced multimodal learning.
+
+The core depends on torch only::
+
+    from modbalance import OGM, OPM, unimodal_scores, discrepancy_ratios
+
+* :func:`unimodal_scores` and :func:`discrepancy_ratios` measure the imbalance;
+* :class:`OGM` scales the dominant modality's gradients between ``backward()`` and ``step()``
+  (``noise=True`` is OGM-GE);
+* :class:`OPM` drops the dominant modality's features between ``encode`` and ``fuse``;
+* :class:`MultimodalClassifier` and :mod:`modbalance.fusion` give a ready model with the
+  seams both need; :mod:`modbalance.scores` gives uni-modal logits for any head.
+"""
+
+from modbalance import fusion, scores
+from modbalance.imbalance import (
+    COEFFICIENTS,
+    RATIO_RULES,
+    discrepancy_ratios,
+    ogm_coefficients,
+    opm_drop_probs,
+    unimodal_scores,
+)
+from modbalance.model import ModelOutput, MultimodalClassifier
+from modbalance.ogm import OGM, modality_parameter_groups
+from modbalance.opm import OPM, RESCALE_MODES, OPMOutput, kept_cross_entropy
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "COEFFICIENTS",
+    "OGM",
+    "OPM",
+    "RATIO_RULES",
+    "RESCALE_MODES",
+    "ModelOutput",
+    "MultimodalClassifier",
+    "OPMOutput",
+    "__version__",
+    "discrepancy_ratios",
+    "fusion",
+    "kept_cross_entropy",
+    "modality_parameter_groups",
+    "ogm_coefficients",
+    "opm_drop_probs",
+    "scores",
+    "unimodal_scores",
+]

@@ -1,0 +1,116 @@
+"""A ready late-fusion classifier with the seams OGM and OPM need: encode, fuse, unimodal_logits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from modbalance.fusion import Fusion
+from modbalance.opm import OPM
+
+__all__ = ["ModelOutput", "MultimodalClassifier"]
+
+#: What ``forward(scores=...)`` accepts: precomputed scores, or a function of the uni-modal logits.
+ScoresArg = Mapping[str, Tensor] | Callable[[dict[str, Tensor]], Mapping[str, Tensor]] | None
+
+
+class ModelOutput(NamedTuple):
+    """What :class:`MultimodalClassifier` returns.
+
+    Attributes:
+        logits: ``(B, C)`` fused logits (of the OPM-modulated features when OPM acted).
+        unimodal_logits: modality name -> ``(B, C)``, detached, from the *un-dropped* features.
+        features: modality name -> ``(B, D_m)`` encoder outputs, un-dropped.
+        keep: ``(B,)`` bool, False for samples that OPM left without any modality.
+    """
+
+    logits: Tensor
+    unimodal_logits: dict[str, Tensor]
+    features: dict[str, Tensor]
+    keep: Tensor
+
+
+class MultimodalClassifier(nn.Module):
+    """Late fusion: one encoder per modality, then a fusion head.
+
+    Args:
+        encoders: modality name -> encoder mapping that modality's input to ``(B, D_m)``.
+        fusion: a :class:`~modbalance.fusion.Fusion` over the same modality names.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from modbalance import OPM, unimodal_scores
+        >>> from modbalance.fusion import Concat
+        >>> model = MultimodalClassifier({"audio": nn.Linear(6, 4), "visual": nn.Linear(5, 3)},
+        ...                              Concat({"audio": 4, "visual": 3}, num_classes=2))
+        >>> inputs, y = {"audio": torch.randn(8, 6), "visual": torch.randn(8, 5)}, torch.randint(0, 2, (8,))
+        >>> out = model(inputs, opm=OPM(), scores=lambda logits: unimodal_scores(logits, y))
+        >>> out.logits.shape, out.keep.shape, sorted(model.modality_parameters())
+        (torch.Size([8, 2]), torch.Size([8]), ['audio', 'visual'])
+    """
+
+    def __init__(self, encoders: Mapping[str, nn.Module], fusion: Fusion) -> None:
+        super().__init__()
+        if not encoders:
+            raise ValueError("MultimodalClassifier needs at least one encoder")
+        if set(encoders) != set(fusion.modalities):
+            raise ValueError(
+                f"encoder modalities {sorted(encoders)} do not match the fusion's modalities {sorted(fusion.modalities)}"
+            )
+        self.encoders = nn.ModuleDict(dict(encoders))
+        self.fusion = fusion
+
+    @property
+    def modalities(self) -> list[str]:
+        """Modality names, in the fusion's order."""
+        return list(self.fusion.modalities)
+
+    def encode(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Modality name -> ``(B, D_m)`` features."""
+        if set(inputs) != set(self.encoders):
+            raise ValueError(
+                f"inputs have modalities {sorted(inputs)}, the model expects exactly {sorted(self.encoders)}"
+            )
+        return {name: self.encoders[name](inputs[name]) for name in self.modalities}
+
+    def fuse(self, features: Mapping[str, Tensor]) -> Tensor:
+        """``(B, C)`` fused logits."""
+        return self.fusion(features)
+
+    def unimodal_logits(self, features: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Modality name -> ``(B, C)`` detached uni-modal logits (the fusion's own definition)."""
+        return self.fusion.unimodal_logits(features)
+
+    def modality_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """Modality name -> its encoder's parameters (what OGM modulates)."""
+        return {name: list(self.encoders[name].parameters()) for name in self.modalities}
+
+    def forward(
+        self, inputs: Mapping[str, Tensor], opm: OPM | None = None, scores: ScoresArg = None, *, epoch: int | None = None
+    ) -> ModelOutput:
+        """Encode, optionally apply OPM to the features, fuse.
+
+        Args:
+            inputs: modality name -> input batch.
+            opm: an :class:`~modbalance.OPM` module; acts only in training mode.
+            scores: needed with ``opm``: the uni-modal scores of this batch, or a callable that
+                receives the un-dropped uni-modal logits and returns them (typically
+                ``lambda logits: unimodal_scores(logits, target)``).
+            epoch: passed to OPM's epoch window.
+        """
+        features = self.encode(inputs)
+        unimodal = self.unimodal_logits(features)
+        batch = next(iter(features.values())).shape[0]
+        keep = torch.ones(batch, dtype=torch.bool, device=next(iter(features.values())).device)
+        fused_features = features
+        if opm is not None and opm.active(epoch):
+            if scores is None:
+                raise ValueError("forward(opm=...) needs scores=: a mapping of scores or a callable of the uni-modal logits")
+            resolved = scores(unimodal) if callable(scores) else scores
+            dropped = opm(features, resolved, epoch=epoch)
+            fused_features, keep = dropped.features, dropped.keep
+        return ModelOutput(self.fuse(fused_features), unimodal, features, keep)

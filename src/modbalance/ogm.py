@@ -1,0 +1,346 @@
+"""OGM and OGM-GE: on-the-fly gradient modulation, as a plug-in called between backward and step.
+
+Reference: Peng, Wei, Deng, Wang, Hu, "Balanced Multimodal Learning via On-the-fly Gradient
+Modulation", CVPR 2022, and its TPAMI 2024 extension. Deviations from the official code, each
+deliberate: explicit per-modality parameter groups instead of name matching (the official
+selection silently matches nothing without DataParallel's ``module.`` prefix); every parameter
+of a modality is modulated unless ``param_filter="conv"`` asks for the official 4-D rule; ties
+modulate nothing; scores, coefficients and noise are computed on the device with a dedicated
+generator and a constant number of host synchronisations per step; under DDP the scores are
+all-reduced and the noise generator is seeded identically on every rank.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from modbalance import _distributed
+from modbalance.imbalance import (
+    COEFFICIENTS,
+    RATIO_RULES,
+    Coefficient,
+    RatioRule,
+    _check_logits,
+    _coefficient_vector,
+    _raise_on_flags,
+    _ratio_vector,
+    _score_vector,
+)
+
+__all__ = ["OGM", "ParamFilter", "modality_parameter_groups"]
+
+#: ``None`` (every parameter), ``"conv"`` (only 4-D kernels, the official choice) or a predicate.
+ParamFilter = str | Callable[[nn.Parameter], bool] | None
+
+#: Optimizers whose per-parameter normalisation largely cancels a gradient scale.
+_ADAPTIVE = (
+    torch.optim.Adam,
+    torch.optim.AdamW,
+    torch.optim.Adamax,
+    torch.optim.NAdam,
+    torch.optim.RAdam,
+    torch.optim.Adagrad,
+    torch.optim.RMSprop,
+    torch.optim.Adadelta,
+)
+
+
+def _select(param_filter: ParamFilter) -> Callable[[nn.Parameter], bool]:
+    if param_filter is None:
+        return lambda p: True
+    if param_filter == "conv":
+        return lambda p: p.dim() == 4
+    if callable(param_filter):
+        return param_filter
+    raise ValueError(f"param_filter must be None, 'conv' or a callable, got {param_filter!r}")
+
+
+def modality_parameter_groups(
+    modality_params: Mapping[str, nn.Module | Iterable[nn.Parameter]], param_filter: ParamFilter = None
+) -> dict[str, list[nn.Parameter]]:
+    """Resolve ``{modality: module or parameters}`` into checked lists of trainable parameters.
+
+    Raises:
+        ValueError: fewer than two modalities, a modality with no trainable parameter left after
+            the filter (the official code's silent no-op), or a parameter mapped to two modalities.
+
+    Example:
+        >>> from torch import nn
+        >>> groups = modality_parameter_groups({"audio": nn.Linear(2, 2), "visual": nn.Conv2d(1, 1, 3)}, "conv")
+        Traceback (most recent call last):
+        ...
+        ValueError: modality 'audio' has no trainable parameter to modulate after param_filter='conv' ...
+    """
+    if not isinstance(modality_params, Mapping) or len(modality_params) < 2:
+        names = list(modality_params) if isinstance(modality_params, Mapping) else modality_params
+        raise ValueError(f"OGM needs at least two modalities, got {names!r}")
+    keep = _select(param_filter)
+    groups: dict[str, list[nn.Parameter]] = {}
+    owner: dict[int, str] = {}
+    for name, source in modality_params.items():
+        params = list(source.parameters()) if isinstance(source, nn.Module) else list(source)
+        for p in params:
+            if not isinstance(p, Tensor):
+                raise TypeError(f"modality {name!r}: expected parameters, got {type(p).__name__}")
+        chosen = [p for p in params if p.requires_grad and keep(p)]
+        if not chosen:
+            raise ValueError(
+                f"modality {name!r} has no trainable parameter to modulate after param_filter={param_filter!r} "
+                f"({len(params)} parameters given); OGM would silently do nothing for it"
+            )
+        for p in chosen:
+            if id(p) in owner:
+                raise ValueError(f"a parameter is mapped to both {owner[id(p)]!r} and {name!r}")
+            owner[id(p)] = name
+        groups[name] = chosen
+    return groups
+
+
+class OGM:
+    r"""On-the-fly gradient modulation (OGM), and OGM-GE with ``noise=True``.
+
+    After ``loss.backward()`` and before ``optimizer.step()``, :meth:`modulate` measures each
+    modality's confidence in the true class (:func:`~modbalance.unimodal_scores`), forms the
+    discrepancy ratios :math:`\rho_m`, and multiplies the gradients of each dominant modality
+    (:math:`\rho_m > 1`) by :math:`k_m < 1`. With ``noise=True`` (GE, generalisation
+    enhancement) every selected gradient becomes :math:`k\,g + \varepsilon`,
+    :math:`\varepsilon \sim \mathcal N(0, (\sigma + 10^{-8})^2)` element-wise, where
+    :math:`\sigma` is the unbiased standard deviation of the *un-modulated* gradient tensor (0 for
+    one-element tensors), on every modality including those with :math:`k = 1`, as in the
+    official code.
+
+    Args:
+        modality_params: modality name -> ``nn.Module`` or iterable of parameters (its encoder).
+        alpha: modulation strength :math:`\alpha \ge 0`.
+        noise: add the GE noise (OGM-GE).
+        coefficient: ``"reference"``, ``"shifted"`` or ``"paper"`` (see
+            :func:`~modbalance.ogm_coefficients`).
+        start_epoch: first epoch (inclusive) in which modulation acts, when ``epoch`` is given.
+        end_epoch: last epoch (inclusive); ``None`` means no end.
+        param_filter: ``None`` modulates every parameter mapped to a modality; ``"conv"``
+            reproduces the official choice of 4-D kernels only; a callable selects.
+        generator: ``torch.Generator`` for the GE noise, on the gradients' device. ``None``
+            creates one seeded from the global RNG (from rank 0's global RNG under DDP).
+        rule: ratio rule for M > 2 (see :func:`~modbalance.discrepancy_ratios`).
+        sync: all-reduce the scores across ranks; ``None`` does so whenever
+            ``torch.distributed`` is initialised.
+
+    Mixed precision: gradients must be unscaled before modulation. Pass ``scaler=`` and
+    ``optimizer=`` to :meth:`modulate` and it calls ``scaler.unscale_(optimizer)`` first (do not
+    call it yourself as well), then ``scaler.step(optimizer)`` as usual.
+
+    Adam-family optimizers normalise each parameter by its running second moment, which largely
+    cancels a slowly varying gradient scale; OGM warns once when it sees one (pass
+    ``optimizer=``). See ``docs/methods.md``.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> audio, visual = nn.Linear(4, 3), nn.Linear(4, 3)
+        >>> ogm = OGM({"audio": audio, "visual": visual}, alpha=0.5)
+        >>> x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+        >>> logits = {"audio": audio(x) * 5, "visual": visual(x) * 0}
+        >>> nn.functional.cross_entropy(logits["audio"] + logits["visual"], y).backward()
+        >>> k = ogm.modulate(logits, y)   # scales the dominant modality's gradients in place
+        >>> sorted(k), k["visual"] == 1.0 or k["audio"] == 1.0
+        (['audio', 'visual'], True)
+    """
+
+    def __init__(
+        self,
+        modality_params: Mapping[str, nn.Module | Iterable[nn.Parameter]],
+        alpha: float,
+        *,
+        noise: bool = False,
+        coefficient: Coefficient = "reference",
+        start_epoch: int = 0,
+        end_epoch: int | None = None,
+        param_filter: ParamFilter = None,
+        generator: torch.Generator | None = None,
+        rule: RatioRule = "mean_pairwise",
+        sync: bool | None = None,
+    ) -> None:
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
+            raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
+        if coefficient not in COEFFICIENTS:
+            raise ValueError(f"Unknown OGM coefficient {coefficient!r}. Available: {', '.join(COEFFICIENTS)}")
+        if rule not in RATIO_RULES:
+            raise ValueError(f"Unknown ratio rule {rule!r}. Available: {', '.join(RATIO_RULES)}")
+        if start_epoch < 0 or (end_epoch is not None and end_epoch < start_epoch):
+            raise ValueError(f"need 0 <= start_epoch <= end_epoch, got start_epoch={start_epoch}, end_epoch={end_epoch}")
+        self.groups = modality_parameter_groups(modality_params, param_filter)
+        self.modalities = list(self.groups)
+        self.alpha = float(alpha)
+        self.noise = bool(noise)
+        self.coefficient = coefficient
+        self.start_epoch = start_epoch
+        self.end_epoch = end_epoch
+        self.rule = rule
+        self.sync = sync
+        self.generator = generator
+        self._accumulated: Tensor | None = None
+        self._bad_target: Tensor | None = None
+        self._warned_adaptive = False
+        #: Ratios and coefficients of the last :meth:`modulate` call, as Python floats.
+        self.last_ratios: dict[str, float] = {}
+        self.last_coefficients: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ scores
+    def active(self, epoch: int | None) -> bool:
+        """Whether ``epoch`` lies in the inclusive modulation window (``None``: always)."""
+        if epoch is None:
+            return True
+        return epoch >= self.start_epoch and (self.end_epoch is None or epoch <= self.end_epoch)
+
+    def accumulate(self, unimodal_logits: Mapping[str, Tensor], target: Tensor) -> None:
+        """Add one micro-batch's scores, for gradient accumulation (no synchronisation).
+
+        Call it for every micro-batch but the last, then :meth:`modulate` with the last one; the
+        coefficients are computed from the scores summed over all of them.
+        """
+        _check_logits(unimodal_logits, target)
+        missing = set(self.modalities) ^ set(unimodal_logits)
+        if missing:
+            raise ValueError(
+                f"unimodal_logits keys {sorted(unimodal_logits)} do not match the OGM modalities {self.modalities}"
+            )
+        ordered = {name: unimodal_logits[name] for name in self.modalities}
+        scores, bad_target = _score_vector(ordered, target)
+        if self._accumulated is None or self._bad_target is None:
+            self._accumulated, self._bad_target = scores, bad_target
+        else:
+            self._accumulated = self._accumulated + scores
+            self._bad_target = self._bad_target | bad_target
+
+    # ------------------------------------------------------------------ modulation
+    def modulate(
+        self,
+        unimodal_logits: Mapping[str, Tensor] | None = None,
+        target: Tensor | None = None,
+        *,
+        epoch: int | None = None,
+        scaler: Any = None,
+        optimizer: torch.optim.Optimizer | None = None,
+    ) -> dict[str, float]:
+        """Modulate the gradients in place; return each modality's coefficient ``k``.
+
+        Args:
+            unimodal_logits: modality name -> ``(B, C)`` logits of this (micro-)batch. May be
+                omitted when :meth:`accumulate` already received every micro-batch.
+            target: ``(B,)`` class indices.
+            epoch: current epoch, compared with the window; ``None`` means always active.
+            scaler: a ``torch.amp.GradScaler``; its ``unscale_(optimizer)`` is called first.
+            optimizer: needed with ``scaler``; also lets OGM warn about Adam-family optimizers.
+
+        Returns:
+            modality name -> coefficient ``k`` as a float (1.0 outside the window).
+
+        Costs one host synchronisation (plus one all-reduce under DDP).
+        """
+        if optimizer is not None:
+            self._warn_if_adaptive(optimizer)
+        if scaler is not None:
+            if optimizer is None:
+                raise ValueError("modulate(scaler=...) needs optimizer= to unscale its gradients first")
+            scaler.unscale_(optimizer)
+        if unimodal_logits is not None:
+            if target is None:
+                raise ValueError("modulate() got unimodal_logits without target")
+            self.accumulate(unimodal_logits, target)
+        if self._accumulated is None or self._bad_target is None:
+            raise ValueError("modulate() needs unimodal_logits and target (or earlier accumulate() calls)")
+        scores, bad_target = self._accumulated, self._bad_target
+        self._accumulated = self._bad_target = None
+        if not self.active(epoch):
+            self.last_ratios = {}
+            self.last_coefficients = dict.fromkeys(self.modalities, 1.0)
+            return dict(self.last_coefficients)
+
+        if _distributed.resolve_sync(self.sync):
+            packed = _distributed.all_reduce_sum(torch.cat([scores, bad_target.reshape(1).float()]))
+            scores, bad_target = packed[:-1], packed[-1] > 0
+        ratios = _ratio_vector(scores, self.rule)
+        coefficients = _coefficient_vector(ratios, self.alpha, self.coefficient)
+        m = len(self.modalities)
+        host = torch.cat(
+            [bad_target.reshape(1).float(), torch.isfinite(scores).float(), ratios, coefficients]
+        ).tolist()
+        _raise_on_flags(self.modalities, bool(host[0]), [bool(f) for f in host[1 : 1 + m]], "uni-modal logits")
+        self.last_ratios = dict(zip(self.modalities, host[1 + m : 1 + 2 * m], strict=True))
+        self.last_coefficients = dict(zip(self.modalities, host[1 + 2 * m :], strict=True))
+
+        for name, k in self.last_coefficients.items():
+            grads = [p.grad for p in self.groups[name] if p.grad is not None]
+            if not grads:
+                continue
+            if self.noise:
+                self._add_noise_(grads, k)
+            elif k != 1.0:
+                torch._foreach_mul_(grads, k)
+        return dict(self.last_coefficients)
+
+    def _add_noise_(self, grads: list[Tensor], k: float) -> None:
+        """``g <- k g + N(0, (std(g) + 1e-8)^2)`` for every tensor, std of the un-modulated g."""
+        stds = [g.float().std() if g.numel() > 1 else g.new_zeros((), dtype=torch.float32) for g in grads]
+        if k != 1.0:
+            torch._foreach_mul_(grads, k)
+        for g, std in zip(grads, stds, strict=True):
+            generator = self._generator_for(g.device)
+            noise = torch.randn(g.shape, generator=generator, device=g.device, dtype=torch.float32)
+            g.add_((noise * (std + 1e-8)).to(g.dtype))
+
+    def _generator_for(self, device: torch.device) -> torch.Generator:
+        if self.generator is None:
+            distributed = _distributed.resolve_sync(self.sync)
+            self.generator = torch.Generator(device=device)
+            self.generator.manual_seed(_distributed.shared_seed(device, distributed=distributed))
+        if self.generator.device.type != device.type:
+            raise ValueError(
+                f"OGM generator is on {self.generator.device} but the gradients are on {device}; "
+                "pass generator=torch.Generator(device=...) on the gradients' device"
+            )
+        return self.generator
+
+    def _warn_if_adaptive(self, optimizer: torch.optim.Optimizer) -> None:
+        if self._warned_adaptive or not isinstance(optimizer, _ADAPTIVE):
+            return
+        self._warned_adaptive = True
+        warnings.warn(
+            f"OGM with {type(optimizer).__name__}: adaptive optimizers divide each gradient by its running "
+            "RMS, which largely cancels OGM's gradient scale k (only the change of k between steps survives). "
+            "Expect a weaker effect than with SGD; see docs/methods.md.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """The random state of the GE noise (and nothing else: hyperparameters live in configs)."""
+        if self.generator is None:
+            return {"generator": None, "device": None}
+        return {"generator": self.generator.get_state(), "device": str(self.generator.device)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`; the noise stream then continues exactly."""
+        if "generator" not in state:
+            raise ValueError(f"OGM state dict needs key 'generator', got keys {sorted(state)}")
+        generator_state = state["generator"]
+        if generator_state is None:
+            self.generator = None
+            return
+        device = torch.device(state.get("device") or "cpu")
+        if self.generator is None or self.generator.device != device:
+            self.generator = torch.Generator(device=device)
+        self.generator.set_state(generator_state)
+
+    def __repr__(self) -> str:
+        return (
+            f"OGM(modalities={self.modalities}, alpha={self.alpha}, noise={self.noise}, "
+            f"coefficient={self.coefficient!r}, window=[{self.start_epoch}, {self.end_epoch}], rule={self.rule!r})"
+        )
