@@ -62,9 +62,18 @@ def _score_vector(unimodal_logits: Mapping[str, Tensor], target: Tensor) -> tupl
     the caller raises on ``bad_target`` after its single synchronisation.
     """
     with torch.no_grad():
+        values = list(unimodal_logits.values())
+        first = values[0]
+        if all(v.shape == first.shape and v.device == first.device for v in values):
+            # Common case: one stacked (M, B, C) softmax and gather for all modalities.
+            num_classes = first.shape[1]
+            bad_target = ((target < 0) | (target >= num_classes)).any()
+            index = target.clamp(0, num_classes - 1).to(first.device).view(1, -1, 1).expand(len(values), -1, 1)
+            probs = torch.softmax(torch.stack([v.detach().float() for v in values]), dim=2)
+            return probs.gather(2, index).sum(dim=(1, 2)), bad_target
         rows = []
         bad_target = torch.zeros((), dtype=torch.bool, device=target.device)
-        for logits in unimodal_logits.values():
+        for logits in values:
             num_classes = logits.shape[1]
             bad_target = bad_target | ((target < 0) | (target >= num_classes)).any()
             index = target.clamp(0, num_classes - 1).unsqueeze(1).to(logits.device)
