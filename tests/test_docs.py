@@ -10,16 +10,13 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
 
 
-def python_blocks():
-    for path in DOCS:
-        for index, match in enumerate(BLOCK.finditer(path.read_text())):
-            yield pytest.param(match.group(1), id=f"{path.name}[{index}]")
-
-
-@pytest.mark.parametrize("code", list(python_blocks()))
-def test_python_block_runs(code, tmp_path, monkeypatch):
+@pytest.mark.parametrize("path", [p for p in DOCS if BLOCK.search(p.read_text())], ids=lambda p: p.name)
+def test_python_blocks_run_in_order(path, tmp_path, monkeypatch):
+    """A document's blocks share one namespace and run top to bottom, like a reader's session."""
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "<doc>", "exec"), {"__name__": "__doc_block__"})
+    namespace = {"__name__": "__doc__"}
+    for index, match in enumerate(BLOCK.finditer(path.read_text())):
+        exec(compile(match.group(1), f"{path.name}[block {index}]", "exec"), namespace)
 
 
 def test_readme_has_exactly_two_setup_commands_and_ci_runs_the_test_one():

@@ -122,7 +122,10 @@ class Sum(Fusion):
         """Each modality's own head with its own full bias (exact)."""
         ordered = self._ordered(features)
         with torch.no_grad():
-            return {name: self.heads[name](ordered[name].detach()) for name in self.modalities}
+            return {
+                name: self.heads[name](ordered[name].detach().to(self.heads[name].weight.dtype))
+                for name in self.modalities
+            }
 
 
 def _two(dims: Mapping[str, int], role: str | None, what: str) -> tuple[str, str]:

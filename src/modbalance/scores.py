@@ -54,13 +54,14 @@ def head_slice(linear: nn.Linear, features: Mapping[str, Tensor], bias_share: fl
             f"in_features={linear.in_features}"
         )
     share = 1.0 / len(features) if bias_share is None else float(bias_share)
-    weight = linear.weight.detach()
-    bias = None if linear.bias is None else linear.bias.detach() * share
+    # Measured in float32, so features from an autocast region work outside it too.
+    weight = linear.weight.detach().float()
+    bias = None if linear.bias is None else linear.bias.detach().float() * share
     logits: dict[str, Tensor] = {}
     start = 0
     for name, value in features.items():
         stop = start + widths[name]
-        logits[name] = F.linear(value.detach(), weight[:, start:stop], bias)
+        logits[name] = F.linear(value.detach().float(), weight[:, start:stop], bias)
         start = stop
     return logits
 
