@@ -1,0 +1,259 @@
+"""The typed configuration of one training run: schema, loading, overrides, validation.
+
+The schema is a tree of dataclasses (:class:`ExperimentConfig` at the root). A run's config is
+built in three layers, each checked against the schema by OmegaConf: the dataclass defaults,
+then a YAML file, then dotted ``key=value`` overrides (``method.alpha=0.8``). A key the schema
+does not have, or a value of the wrong type, is refused there; :func:`validate_config` then
+checks ranges and names (methods, optimizers, fusions, precisions) and raises
+:class:`ConfigError`, which names the key and the allowed values. Modality names are checked
+against the data in :func:`check_modalities`, before any data is loaded.
+
+Example:
+    >>> cfg = load_config(None, ["method.name=ogm", "method.alpha=0.5", "train.epochs=2"])
+    >>> cfg.method.name, cfg.method.alpha, cfg.train.epochs
+    ('ogm', 0.5, 2)
+    >>> load_config(None, ["method.alpah=0.5"])
+    Traceback (most recent call last):
+    ...
+    modbalance.train.config.ConfigError: method.alpah: unknown key. Allowed keys: alpha, coefficient, ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "EncoderConfig",
+    "ExperimentConfig",
+    "MethodConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "SchedulerConfig",
+    "TrainConfig",
+    "config_to_yaml",
+    "load_config",
+    "resolve_config_path",
+]
+
+#: Configs shipped with the package (``modbalance train --config lab/ogm`` finds them).
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A config that cannot run: the message names the key, the value and what is allowed."""
+
+
+@dataclass
+class EncoderConfig:
+    """One modality's encoder: a name of :data:`modbalance.encoders.registry.ENCODERS` and its kwargs.
+
+    ``in_dim`` is filled from the data when the encoder takes it and the options leave it out.
+    """
+
+    name: str = "mlp"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    """Where the data comes from: ``synthetic`` (the built-in lab) or a registered benchmark."""
+
+    name: str = "synthetic"
+    preset: str = "default"  # lab preset (synthetic only)
+    root: str | None = None  # dataset folder (benchmarks only)
+    options: dict[str, Any] = field(default_factory=dict)  # passed to the lab or to build_dataset
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+
+
+@dataclass
+class ModelConfig:
+    """Encoders per modality and the fusion head (:func:`modbalance.fusion.create_fusion`)."""
+
+    encoders: dict[str, EncoderConfig] = field(default_factory=dict)
+    fusion: str = "concat"
+    fusion_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MethodConfig:
+    """The balancing method and its hyperparameters (OGM: alpha..rule; OPM: q_base..rescale)."""
+
+    name: str = "joint"
+    alpha: float = 0.8
+    coefficient: str = "reference"
+    param_filter: str | None = None
+    rule: str = "mean_pairwise"
+    start_epoch: int = 0
+    end_epoch: int | None = None
+    q_base: float = 0.5
+    lam: float = 0.5
+    p_exe: float = 0.7
+    rescale: str = "reference"
+
+
+@dataclass
+class SchedulerConfig:
+    """Learning-rate schedule, stepped once per epoch."""
+
+    name: str = "none"
+    step_size: int = 70
+    gamma: float = 0.1
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer over every trainable parameter."""
+
+    name: str = "sgd"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+
+
+@dataclass
+class TrainConfig:
+    """The loop: epochs, batches, device, precision, checkpoints, model selection."""
+
+    epochs: int = 10
+    batch_size: int = 64  # per optimizer step and per process
+    eval_batch_size: int = 512
+    device: str = "auto"
+    precision: str = "fp32"
+    grad_accum_steps: int = 1
+    checkpoint_every_steps: int = 0  # 0: checkpoints at the end of each epoch only
+    deterministic: bool = False
+    num_workers: int = 0
+    max_steps: int | None = None  # stop early (smoke tests)
+    select_on: str = "val"
+    select_metric: str = "accuracy"
+    probe: bool = False  # linear probe per modality at the end (test accuracy)
+    probe_steps: int = 100
+    log_every_steps: int = 50
+    progress: bool = True
+
+
+@dataclass
+class ExperimentConfig:
+    """The whole run. ``run_name`` defaults to ``<data>-<method>-seed<seed>``."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0
+    output_dir: str = "runs"
+    run_name: str | None = None
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A YAML file path, or the name of a shipped config (``lab/ogm`` -> ``configs/lab/ogm.yaml``).
+
+    Example:
+        >>> resolve_config_path("lab/ogm").name
+        'ogm.yaml'
+    """
+    candidate = Path(path)
+    if candidate.is_file():
+        return candidate
+    shipped = CONFIG_DIR / (str(path) if str(path).endswith(".yaml") else f"{path}.yaml")
+    if shipped.is_file():
+        return shipped
+    names = sorted(str(p.relative_to(CONFIG_DIR).with_suffix("")) for p in CONFIG_DIR.rglob("*.yaml"))
+    raise FileNotFoundError(f"config file {str(path)!r} not found (shipped configs: {', '.join(names)})")
+
+
+def _omegaconf() -> Any:
+    try:
+        import omegaconf
+    except ImportError as error:  # pragma: no cover - exercised only without the extra
+        raise ImportError('the trainer needs omegaconf: pip install "modbalance[train]"') from error
+    return omegaconf
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Defaults, then the YAML file ``path`` (if any), then ``key=value`` overrides; validated.
+
+    Args:
+        path: a YAML file or a shipped config name; ``None`` starts from the defaults.
+        overrides: dotted assignments, values parsed as YAML (``0.8``, ``true``, ``null``).
+
+    Raises:
+        ConfigError: unknown key, wrong type or impossible value (the message names the key).
+        FileNotFoundError: ``path`` does not exist.
+    """
+    omegaconf = _omegaconf()
+    OmegaConf, errors = omegaconf.OmegaConf, omegaconf.errors
+    layers = [OmegaConf.structured(ExperimentConfig)]
+    try:
+        if path is not None:
+            source = resolve_config_path(path)
+            layer = OmegaConf.load(source)
+            if not isinstance(layer, omegaconf.DictConfig):
+                raise ConfigError(f"{source}: a config file must hold a mapping of sections, got a list")
+            layers.append(layer)
+        for item in overrides:
+            if "=" not in item or item.startswith("="):
+                raise ConfigError(f"override {item!r} must look like key=value (e.g. method.alpha=0.8)")
+        layers.append(OmegaConf.from_dotlist(list(overrides)))
+        merged = OmegaConf.merge(*layers)
+        config = OmegaConf.to_object(merged)
+    except errors.OmegaConfBaseException as error:
+        raise _config_error(error) from None
+    validate_config(config)
+    return config
+
+
+def _config_error(error: Any) -> ConfigError:
+    """Turn an OmegaConf error into a message naming the key and, for typos, the allowed keys."""
+    key = getattr(error, "full_key", None) or "?"
+    message = (getattr(error, "msg", None) or str(error)).splitlines()[0]
+    if type(error).__name__ == "ConfigKeyError":
+        section = _section_for(key.rsplit(".", 1)[0] if "." in key else "", ExperimentConfig)
+        allowed = ", ".join(sorted(section.__dataclass_fields__)) if section is not None else "see the schema"
+        return ConfigError(f"{key}: unknown key. Allowed keys: {allowed}")
+    return ConfigError(f"{key}: {message}")
+
+
+def _section_for(dotted: str, root: type) -> type | None:
+    """The dataclass type at ``dotted`` under ``root`` ("" is the root), or None.
+
+    Inside ``model.encoders.<modality>`` the section is :class:`EncoderConfig`.
+    """
+    parts = [part for part in dotted.split(".") if part]
+    if parts[:2] == ["model", "encoders"] and len(parts) == 3:
+        return EncoderConfig
+    current: Any = root
+    for part in parts:
+        fields = getattr(current, "__dataclass_fields__", {})
+        factory = fields[part].default_factory if part in fields else None
+        current = type(factory()) if callable(factory) else None
+        if current is None or not hasattr(current, "__dataclass_fields__"):
+            return None
+    return current
+
+
+def config_to_yaml(config: ExperimentConfig) -> str:
+    """The resolved config as YAML (what each run saves as ``config.yaml``).
+
+    Example:
+        >>> "alpha: 0.8" in config_to_yaml(ExperimentConfig())
+        True
+    """
+    OmegaConf = _omegaconf().OmegaConf
+    return str(OmegaConf.to_yaml(OmegaConf.structured(config)))
+
+
+def validate_config(config: ExperimentConfig) -> None:
+    """Check ranges and names that do not need the data; raise :class:`ConfigError` naming the key."""
+    from modbalance.train.validate import validate_sections  # validate imports this module
+
+    validate_sections(config)

@@ -1,0 +1,125 @@
+"""The end of a run: reload the best checkpoint, score the test split, probe, write ``summary.json``.
+
+Also :func:`evaluate_run`, which rebuilds a finished run from its folder and scores its best
+checkpoint again (``modbalance eval --run DIR``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from modbalance.model import MultimodalClassifier
+from modbalance.probe import linear_probe_accuracy
+from modbalance.train.checkpoint import load_checkpoint
+from modbalance.train.config import ExperimentConfig, load_config
+from modbalance.train.data import DataBundle, build_data
+from modbalance.train.distributed import DistributedContext, barrier
+from modbalance.train.loop import evaluate, extract_features
+from modbalance.train.outputs import RunFiles, write_json
+
+__all__ = ["evaluate_run", "finish_run", "probe_modalities"]
+
+logger = logging.getLogger(__name__)
+
+
+def probe_modalities(
+    core: MultimodalClassifier, bundle: DataBundle, device: torch.device, *, batch_size: int, steps: int
+) -> dict[str, float]:
+    """Linear-probe test accuracy of each modality's frozen encoder (fitted on the train split)."""
+    train_features, train_target = extract_features(core, bundle, "train", device, batch_size=batch_size)
+    test_features, test_target = extract_features(core, bundle, "test", device, batch_size=batch_size)
+    return {
+        m: linear_probe_accuracy(
+            train_features[m], train_target, test_features[m], test_target, bundle.num_classes, steps=steps
+        )
+        for m in core.modalities
+    }
+
+
+def _load_best(core: MultimodalClassifier, files: RunFiles) -> dict[str, Any]:
+    state = load_checkpoint(files.best, map_location="cpu")
+    core.load_state_dict(state["model"])
+    return state
+
+
+def finish_run(trainer: Any) -> None:
+    """Score the best checkpoint on the test split and write ``summary.json`` (main rank)."""
+    config: ExperimentConfig = trainer.config
+    ctx: DistributedContext = trainer.ctx
+    files: RunFiles = trainer.files
+    barrier(ctx)
+    best = _load_best(trainer.core, files)
+    test = evaluate(
+        trainer.core, trainer.bundle, "test", ctx, batch_size=config.train.eval_batch_size,
+        precision=config.train.precision, rule=config.method.rule,
+    )
+    probe = None
+    if config.train.probe and ctx.is_main:
+        probe = probe_modalities(
+            trainer.core, trainer.bundle, ctx.device, batch_size=config.train.eval_batch_size, steps=config.train.probe_steps
+        )
+    best_record = next((r for r in trainer.history if r["epoch"] == best["epoch"]), {})
+    summary = {
+        "run_name": files.root.name,
+        "method": config.method.name,
+        "data": config.data.preset if config.data.name == "synthetic" else config.data.name,
+        "seed": config.seed,
+        "modalities": list(trainer.core.modalities),
+        "best_epoch": best["epoch"],
+        "select_metric": f"val/{best['select_metric']}",
+        "val": {k[4:]: v for k, v in best_record.items() if k.startswith("val/")},
+        "test": test,
+        "probe": probe,
+        "bayes": trainer.bundle.extras.get("bayes"),
+        "epochs_run": len(trainer.history),
+        "global_step": trainer.global_step,
+        "wall_time_s": trainer.elapsed + time.perf_counter() - trainer._started,
+        "world_size": ctx.world_size,
+        "device": str(ctx.device),
+        "precision": config.train.precision,
+    }
+    if ctx.is_main:
+        write_json(files.summary, summary)
+    logger.info("run %s: best epoch %s, test accuracy %.4f", files.root, best["epoch"], test["accuracy"])
+    barrier(ctx)
+
+
+def evaluate_run(run_dir: str | Path, *, split: str = "test", device: str = "auto") -> dict[str, float]:
+    """Rebuild a finished run from its folder and score its best checkpoint on ``split``.
+
+    Args:
+        run_dir: a run folder with ``config.yaml`` and ``checkpoints/best.pt``.
+        split: ``"test"`` (default) or ``"val"``.
+        device: where to compute.
+
+    Returns:
+        The same metrics as ``summary.json``'s ``"test"`` entry.
+
+    Raises:
+        FileNotFoundError: the folder has no ``config.yaml`` or no best checkpoint.
+    """
+    from modbalance.train.build import build_model
+
+    files = RunFiles(Path(run_dir), enabled=False)
+    if not files.config.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder: {files.config} is missing")
+    if not files.best.is_file():
+        raise FileNotFoundError(f"{run_dir} has no best checkpoint ({files.best}); did the run finish an epoch?")
+    if split not in ("test", "val"):
+        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+    config = load_config(files.config)
+    torch.manual_seed(config.seed)
+    bundle = build_data(config)
+    resolved = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    core = build_model(config, bundle).to(resolved)
+    _load_best(core, files)
+    single = DistributedContext(0, 1, 0, resolved, True, False)
+    return evaluate(
+        core, bundle, split, single, batch_size=config.train.eval_batch_size,
+        precision=config.train.precision, rule=config.method.rule,
+    )

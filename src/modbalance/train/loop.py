@@ -1,0 +1,248 @@
+"""The training step, the non-finite guard, evaluation and feature extraction.
+
+The step is the recipe a user would write with the public API (and may copy)::
+
+    out = model(inputs, opm=opm, scores=lambda z: unimodal_scores(z, y), epoch=epoch)
+    loss = kept_cross_entropy(out.logits, y, out.keep)          # F.cross_entropy without OPM
+    scaler.scale(loss).backward()                                # plain backward without fp16
+    ogm.modulate(out.unimodal_logits, y, epoch=epoch, scaler=scaler, optimizer=optimizer)
+    scaler.step(optimizer); scaler.update()
+
+With gradient accumulation the batch is split into micro-batches; OGM receives every
+micro-batch but the last through ``accumulate`` and modulates once, on the last, so ``k`` comes
+from the whole batch's scores. Nothing here synchronises with the host, except what the methods
+themselves cost (one synchronisation per OGM step and per OPM forward).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from modbalance.imbalance import discrepancy_ratios, unimodal_scores
+from modbalance.metrics import EpochSums, classification_metrics, true_class_confidence
+from modbalance.model import MultimodalClassifier
+from modbalance.opm import kept_cross_entropy
+from modbalance.train.build import Methods
+from modbalance.train.data import DataBundle, iterate_batches
+from modbalance.train.distributed import DistributedContext, ShardedBatchSampler, gather_objects
+
+__all__ = ["NonFiniteLossError", "NonFiniteWatch", "StepParts", "evaluate", "extract_features", "train_step"]
+
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a non-finite loss; the message names the step, the epoch and the last finite metrics."""
+
+
+@dataclass
+class StepParts:
+    """Everything one optimizer step touches.
+
+    Attributes:
+        model: the model the step calls (a ``DistributedDataParallel`` wrapper under torchrun).
+        core: the :class:`~modbalance.MultimodalClassifier` itself.
+        optimizer: the optimizer.
+        scaler: a ``torch.amp.GradScaler`` for fp16, else ``None``.
+        methods: OGM and OPM (either may be ``None``).
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+        grad_accum_steps: micro-batches per optimizer step.
+    """
+
+    model: nn.Module
+    core: MultimodalClassifier
+    optimizer: torch.optim.Optimizer
+    scaler: Any
+    methods: Methods
+    precision: str
+    grad_accum_steps: int
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+        """Autocast for bf16/fp16, nothing for fp32."""
+        return autocast(self.precision, device)
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """``torch.autocast`` for ``"bf16"``/``"fp16"`` on ``device``, a no-op context for ``"fp32"``."""
+    dtype = AUTOCAST_DTYPES[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class NonFiniteWatch:
+    """Remembers, on the device, the first step whose loss was not finite; checked periodically."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+
+    def update(self, loss: Tensor, step: int) -> None:
+        """Record ``step`` if ``loss`` is not finite and nothing was recorded yet (no sync)."""
+        bad = ~torch.isfinite(loss.detach()) & (self.first_bad < 0)
+        self.first_bad = torch.where(bad, torch.full_like(self.first_bad, step), self.first_bad)
+
+    def check(self, epoch: int, last_record: Mapping[str, Any] | None) -> None:
+        """Raise :class:`NonFiniteLossError` if a non-finite loss was seen (one sync)."""
+        step = int(self.first_bad)
+        if step >= 0:
+            raise non_finite_error(step, epoch, last_record)
+
+
+def non_finite_error(step: int, epoch: int, last_record: Mapping[str, Any] | None) -> NonFiniteLossError:
+    """The error for a non-finite loss at global ``step`` of ``epoch``."""
+    if last_record:
+        shown = {k: round(v, 6) if isinstance(v, float) else v for k, v in last_record.items()}
+        last = f"last finite metrics (epoch {last_record.get('epoch')}): {shown}"
+    else:
+        last = "no epoch had finished yet, so there are no finite metrics to show"
+    return NonFiniteLossError(
+        f"non-finite loss at step {step} (epoch {epoch}); training stopped and the last checkpoint was kept. "
+        f"{last}. Lower optim.lr, or check the data for NaN/inf."
+    )
+
+
+def _micro_batches(inputs: Mapping[str, Tensor], target: Tensor, parts: int) -> Iterator[tuple[dict[str, Tensor], Tensor]]:
+    chunks = min(parts, target.shape[0])
+    split_inputs = {m: torch.tensor_split(x, chunks) for m, x in inputs.items()}
+    for i, y in enumerate(torch.tensor_split(target, chunks)):
+        yield {m: pieces[i] for m, pieces in split_inputs.items()}, y
+
+
+def _guarded(call: Callable[[], Any], logits: Callable[[], Mapping[str, Tensor]], step: int, epoch: int) -> Any:
+    """Run a method call; a ValueError caused by non-finite logits becomes NonFiniteLossError."""
+    try:
+        return call()
+    except ValueError:
+        if not all(bool(torch.isfinite(z).all()) for z in logits().values()):
+            raise non_finite_error(step, epoch, None) from None
+        raise
+
+
+def train_step(
+    parts: StepParts, inputs: Mapping[str, Tensor], target: Tensor, *, epoch: int, step: int,
+    sums: EpochSums, watch: NonFiniteWatch,
+) -> None:
+    """One optimizer step over the batch ``(inputs, target)`` (split into micro-batches)."""
+    ogm, opm = parts.methods
+    device = target.device
+    micro = list(_micro_batches(inputs, target, parts.grad_accum_steps))
+    for i, (x, y) in enumerate(micro):
+        last = i == len(micro) - 1
+        no_sync = getattr(parts.model, "no_sync", None)
+        sync_context = no_sync() if (no_sync is not None and not last) else contextlib.nullcontext()
+        with sync_context:
+            with parts.autocast(device):
+                if opm is not None:
+                    scores = lambda z, y=y: _guarded(lambda: unimodal_scores(z, y), lambda: z, step, epoch)  # noqa: E731
+                    out = parts.model(x, opm=opm, scores=scores, epoch=epoch)
+                    loss = kept_cross_entropy(out.logits.float(), y, out.keep)
+                else:
+                    out = parts.model(x)
+                    loss = F.cross_entropy(out.logits.float(), y)
+            scaled = loss * (y.shape[0] / target.shape[0])
+            (parts.scaler.scale(scaled) if parts.scaler is not None else scaled).backward()
+        watch.update(loss, step)
+        sums.add_batch(loss, out.logits, out.unimodal_logits, y)
+        if opm is not None:
+            active = opm.active(epoch)
+            zeros = {m: torch.zeros((), device=device) for m in sums.modalities}
+            sums.add_drop_probs(opm.last_drop_probs if active else zeros)
+        if ogm is not None and not last:
+            ogm.accumulate(out.unimodal_logits, y)
+    if ogm is not None:
+        coefficients = _guarded(
+            lambda: ogm.modulate(out.unimodal_logits, y, epoch=epoch, scaler=parts.scaler, optimizer=parts.optimizer),
+            lambda: out.unimodal_logits, step, epoch,
+        )
+        sums.add_coefficients(coefficients)
+    if parts.scaler is not None:
+        parts.scaler.step(parts.optimizer)
+        parts.scaler.update()
+    else:
+        parts.optimizer.step()
+    parts.optimizer.zero_grad(set_to_none=True)
+
+
+def _gather_cat(tensor: Tensor, ctx: DistributedContext) -> Tensor:
+    """Concatenate every rank's rows, in rank order (identity for one process)."""
+    if not ctx.distributed:
+        return tensor
+    return torch.cat(gather_objects(tensor.cpu(), ctx))
+
+
+@torch.no_grad()
+def _forward_split(
+    core: MultimodalClassifier, bundle: DataBundle, split: str, ctx: DistributedContext, batch_size: int,
+    precision: str, *, with_features: bool = False,
+) -> tuple[Tensor, dict[str, Tensor], Tensor, dict[str, Tensor]]:
+    """Fused logits, uni-modal logits, targets (and features) of a whole split, all ranks' rows."""
+    size = len(bundle.splits[split])
+    sampler = ShardedBatchSampler(size, batch_size, seed=0, shuffle=False, rank=ctx.rank, world_size=ctx.world_size)
+    fused, targets = [], []
+    unimodal: dict[str, list[Tensor]] = {m: [] for m in core.modalities}
+    features: dict[str, list[Tensor]] = {m: [] for m in core.modalities}
+    for inputs, target in iterate_batches(bundle, split, sampler, device=ctx.device, modalities=core.modalities):
+        with autocast(precision, ctx.device):
+            out = core(inputs)
+        fused.append(out.logits.float().cpu())
+        targets.append(target.cpu())
+        for m in core.modalities:
+            unimodal[m].append(out.unimodal_logits[m].float().cpu())
+            if with_features:
+                features[m].append(out.features[m].float().cpu())
+
+    def cat(rows: list[Tensor]) -> Tensor:
+        return _gather_cat(torch.cat(rows), ctx) if rows else torch.empty(0)
+
+    return (
+        cat(fused),
+        {m: cat(v) for m, v in unimodal.items()},
+        cat(targets),
+        {m: cat(v) for m, v in features.items()},
+    )
+
+
+def evaluate(
+    core: MultimodalClassifier, bundle: DataBundle, split: str, ctx: DistributedContext, *, batch_size: int,
+    precision: str = "fp32", rule: str = "mean_pairwise",
+) -> dict[str, float]:
+    """Loss, accuracy, macro-F1, mAP, per-modality accuracy and ``rho`` of ``split`` (eval mode).
+
+    Every rank scores its share of the split (no sample twice); the logits are gathered, so all
+    ranks return the metrics of the whole split.
+    """
+    was_training = core.training
+    core.eval()
+    try:
+        fused, unimodal, target, _ = _forward_split(core, bundle, split, ctx, batch_size, precision)
+    finally:
+        core.train(was_training)
+    record = {"loss": float(F.cross_entropy(fused, target))}
+    record.update(classification_metrics(fused, target, bundle.num_classes))
+    for m, logits in unimodal.items():
+        record[f"accuracy/{m}"] = float((logits.argmax(dim=1) == target).double().mean())
+    if len(unimodal) >= 2:
+        scores = {m: true_class_confidence(logits, target) for m, logits in unimodal.items()}
+        record.update({f"rho/{m}": float(r) for m, r in discrepancy_ratios(scores, rule).items()})  # type: ignore[arg-type]
+    return record
+
+
+def extract_features(
+    core: MultimodalClassifier, bundle: DataBundle, split: str, device: torch.device, *, batch_size: int
+) -> tuple[dict[str, Tensor], Tensor]:
+    """Frozen encoder features of a whole split on this process (for the linear probe), on the CPU."""
+    single = DistributedContext(0, 1, 0, device, True, False)
+    was_training = core.training
+    core.eval()
+    try:
+        _, _, target, features = _forward_split(core, bundle, split, single, batch_size, "fp32", with_features=True)
+    finally:
+        core.train(was_training)
+    return features, target

@@ -1,0 +1,279 @@
+"""One training run from a config: :func:`run` builds everything, trains, selects, tests, writes.
+
+The same function serves one process and ``torchrun`` (the model is wrapped in
+``DistributedDataParallel``, each rank reads its share of every global batch, metrics are
+summed over ranks, only rank 0 writes files), and resumes from a run folder exactly: the last
+checkpoint holds the model, optimizer, scheduler, scaler, OGM and OPM states, every rank's RNG
+states, the position in the data order (epoch and batch), the partial sums of the current epoch,
+the best validation value so far and the metrics history.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from modbalance.metrics import EpochSums
+from modbalance.train.build import build_methods, build_model, build_optimizer
+from modbalance.train.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from modbalance.train.config import ExperimentConfig, config_to_yaml, load_config
+from modbalance.train.data import build_data, data_modalities, iterate_batches
+from modbalance.train.distributed import (
+    DistributedContext,
+    ShardedBatchSampler,
+    barrier,
+    gather_objects,
+    init_distributed,
+    reduce_sums,
+    set_deterministic,
+    shutdown_distributed,
+)
+from modbalance.train.finish import finish_run
+from modbalance.train.loop import NonFiniteWatch, StepParts, evaluate, train_step
+from modbalance.train.outputs import RunFiles
+from modbalance.train.validate import check_modalities
+
+__all__ = ["run", "run_folder"]
+
+logger = logging.getLogger(__name__)
+
+
+def run_folder(config: ExperimentConfig) -> Path:
+    """``<output_dir>/<run_name>``, the name defaulting to ``<data>-<method>-seed<seed>``."""
+    data = config.data.preset if config.data.name == "synthetic" else config.data.name
+    name = config.run_name or f"{data}-{config.method.name.replace(':', '-')}-seed{config.seed}"
+    return Path(config.output_dir) / name
+
+
+def run(config: ExperimentConfig | str | Path | None = None, *, resume: str | Path | None = None) -> Path:
+    """Train one run and return its folder.
+
+    Args:
+        config: a validated :class:`~modbalance.train.config.ExperimentConfig`, or a YAML path
+            (loaded with :func:`~modbalance.train.config.load_config`). Omit it with ``resume``.
+        resume: a run folder to continue from its ``checkpoints/last.pt``; its ``config.yaml``
+            is used, and a ``config`` given as well must equal it.
+
+    Returns:
+        The run folder (``config.yaml``, ``metrics.jsonl``, ``summary.json``, ``checkpoints/``, ``tb/``).
+
+    Raises:
+        ConfigError: an invalid config (before any training).
+        NonFiniteLossError: the loss became non-finite; the last checkpoint is left as it was.
+        FileExistsError: the run folder already holds a run and ``resume`` was not given.
+    """
+    if resume is not None:
+        saved = load_config(Path(resume) / "config.yaml")
+        if config is not None and config_to_yaml(_as_config(config)) != config_to_yaml(saved):
+            raise ValueError(f"--resume {resume}: the given config differs from the run's config.yaml")
+        config = saved
+    if config is None:
+        raise ValueError("run() needs a config, or resume= a run folder")
+    config = _as_config(config)
+    check_modalities(config, data_modalities(config))
+    owns_group = not (dist.is_available() and dist.is_initialized())
+    ctx = init_distributed(config.train.device)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    try:
+        set_deterministic(config.train.deterministic)
+        folder = Path(resume) if resume is not None else run_folder(config)
+        return _Trainer(config, ctx, folder, resume=resume is not None).fit()
+    finally:
+        set_deterministic(deterministic)
+        if owns_group:
+            shutdown_distributed(ctx)
+
+
+def _as_config(config: ExperimentConfig | str | Path) -> ExperimentConfig:
+    return config if isinstance(config, ExperimentConfig) else load_config(config)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover
+        return
+    np.random.seed(seed % 2**32)
+
+
+class _Trainer:
+    """The state of one run between :func:`run`'s set-up and its end (internal)."""
+
+    def __init__(self, config: ExperimentConfig, ctx: DistributedContext, folder: Path, *, resume: bool) -> None:
+        self.config, self.ctx = config, ctx
+        self.files = RunFiles(folder, enabled=ctx.is_main)
+        if ctx.is_main and not resume and self.files.metrics.exists():
+            raise FileExistsError(f"{folder} already holds a run; resume it with --resume {folder} or set run_name")
+        _seed_everything(config.seed)
+        self.bundle = build_data(config)
+        self.core = build_model(config, self.bundle).to(ctx.device)
+        self.methods = build_methods(config, self.core, ctx.device)
+        model: torch.nn.Module = self.core
+        if ctx.distributed:
+            device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+            model = torch.nn.parallel.DistributedDataParallel(self.core, device_ids=device_ids)
+        self.optimizer, self.scheduler = build_optimizer(config, self.core)
+        scaler = torch.amp.GradScaler(ctx.device.type) if config.train.precision == "fp16" else None
+        self.parts = StepParts(
+            model, self.core, self.optimizer, scaler, self.methods, config.train.precision, config.train.grad_accum_steps
+        )
+        self.sampler = ShardedBatchSampler(
+            len(self.bundle.splits["train"]), config.train.batch_size, seed=config.seed, shuffle=True,
+            rank=ctx.rank, world_size=ctx.world_size,
+        )
+        self.modalities = self.core.modalities
+        self.sums = EpochSums(self.modalities, ctx.device, config.method.rule)
+        self.epoch, self.start_batch, self.global_step = 0, 0, 0
+        self.best: dict[str, Any] = {"epoch": None, "value": None}
+        self.history: list[dict[str, Any]] = []
+        self.elapsed = 0.0
+        if resume:
+            self._load_last()
+
+    # ------------------------------------------------------------------ checkpoints
+    def _state(self) -> dict[str, Any]:
+        """The resumable state; every rank contributes its RNG and OPM states."""
+        opm = self.methods.opm
+        rank_state = {"rng": capture_rng_state(), "opm": opm.state_dict() if opm is not None else None}
+        return {
+            "format": "modbalance-run/1",
+            "config": config_to_yaml(self.config),
+            "model": self.core.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.parts.scaler.state_dict() if self.parts.scaler is not None else None,
+            "ogm": self.methods.ogm.state_dict() if self.methods.ogm is not None else None,
+            "ranks": gather_objects(rank_state, self.ctx),
+            "position": {"epoch": self.epoch, "batch": self.start_batch},
+            "global_step": self.global_step,
+            "epoch_sums": self.sums.state_dict(),
+            "best": dict(self.best),
+            "history": list(self.history),
+            "elapsed": self.elapsed + time.perf_counter() - self._started,
+            "world_size": self.ctx.world_size,
+        }
+
+    def _save_last(self) -> None:
+        state = self._state()  # collective: every rank takes part
+        if self.ctx.is_main:
+            save_checkpoint(self.files.last, state)
+        barrier(self.ctx)
+
+    def _load_last(self) -> None:
+        state = load_checkpoint(self.files.last, map_location="cpu")
+        if state["world_size"] != self.ctx.world_size:
+            raise ValueError(
+                f"{self.files.last} was written by {state['world_size']} process(es); resume it with the same number "
+                f"(got {self.ctx.world_size}) to continue exactly"
+            )
+        self.core.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for target, key in ((self.scheduler, "scheduler"), (self.parts.scaler, "scaler"), (self.methods.ogm, "ogm")):
+            if target is not None:
+                target.load_state_dict(state[key])
+        mine = state["ranks"][self.ctx.rank]
+        if self.methods.opm is not None:
+            self.methods.opm.load_state_dict(mine["opm"])
+        restore_rng_state(mine["rng"])
+        self.epoch, self.start_batch = state["position"]["epoch"], state["position"]["batch"]
+        self.global_step, self.best, self.history = state["global_step"], state["best"], state["history"]
+        self.sums.load_state_dict(state["epoch_sums"])
+        self.elapsed = float(state["elapsed"])
+        logger.info("resumed %s at epoch %d, batch %d, step %d", self.files.root, self.epoch, self.start_batch, self.global_step)
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> Path:
+        self._started = time.perf_counter()
+        train = self.config.train
+        if self.ctx.is_main:
+            self.files.open(purge_epoch=self.epoch if self.history or self.epoch else None)
+            self.files.config.write_text(config_to_yaml(self.config))
+            self.files.rewrite_metrics(self.history)
+        logger.info("run %s: %s on %s, %d process(es)", self.files.root, self.config.method.name, self.ctx.device, self.ctx.world_size)
+        try:
+            stopped = self.global_step >= (train.max_steps or sys.maxsize)
+            while self.epoch < train.epochs and not stopped:
+                stopped = self._train_epoch()
+                self._end_epoch()
+            finish_run(self)
+        finally:
+            self.files.close()
+        return self.files.root
+
+    def _progress(self) -> Any:
+        from tqdm.auto import tqdm
+
+        visible = self.config.train.progress and self.ctx.is_main and sys.stderr.isatty()
+        return tqdm(
+            total=len(self.sampler), initial=self.start_batch, desc=f"epoch {self.epoch + 1}/{self.config.train.epochs}",
+            unit="step", disable=not visible, leave=False,
+        )
+
+    def _train_epoch(self) -> bool:
+        """Train from the current position to the end of the epoch (or max_steps); True if max_steps was hit."""
+        train, watch = self.config.train, NonFiniteWatch(self.ctx.device)
+        last_record = self.history[-1] if self.history else None
+        self.core.train()
+        if self.methods.opm is not None:
+            self.methods.opm.train()
+        self.sampler.set_epoch(self.epoch)
+        self.sampler.set_start_batch(self.start_batch)
+        batches = iterate_batches(
+            self.bundle, "train", self.sampler, device=self.ctx.device, modalities=self.modalities,
+            num_workers=train.num_workers, seed=self.config.seed,
+        )
+        with self._progress() as bar:
+            for inputs, target in batches:
+                self.global_step += 1
+                train_step(self.parts, inputs, target, epoch=self.epoch, step=self.global_step, sums=self.sums, watch=watch)
+                self.start_batch += 1
+                bar.update()
+                if self.global_step % train.log_every_steps == 0:
+                    watch.check(self.epoch, last_record)
+                if train.checkpoint_every_steps and self.global_step % train.checkpoint_every_steps == 0:
+                    watch.check(self.epoch, last_record)
+                    self._save_last()
+                if train.max_steps is not None and self.global_step >= train.max_steps:
+                    watch.check(self.epoch, last_record)
+                    return True
+        watch.check(self.epoch, last_record)
+        return False
+
+    def _end_epoch(self) -> None:
+        """Epoch record (train sums reduced over ranks, validation), best checkpoint, scheduler, last checkpoint."""
+        train_record = self.sums.compute(lambda sums: reduce_sums(sums, self.ctx))
+        val_record = evaluate(
+            self.core, self.bundle, "val", self.ctx, batch_size=self.config.train.eval_batch_size,
+            precision=self.config.train.precision, rule=self.config.method.rule,
+        )
+        record: dict[str, Any] = {"epoch": self.epoch, "step": self.global_step, "lr": self.optimizer.param_groups[0]["lr"]}
+        record.update({f"train/{k}": v for k, v in train_record.items()})
+        record.update({f"val/{k}": v for k, v in val_record.items()})
+        self.history.append(record)
+        self.files.append_record(record)
+        logger.info(
+            "epoch %d: train loss %.4f, val accuracy %.4f", self.epoch, record["train/loss"], record["val/accuracy"]
+        )
+        value = val_record[self.config.train.select_metric]
+        if value == value and (self.best["value"] is None or value > self.best["value"]):
+            self.best = {"epoch": self.epoch, "value": value}
+            if self.ctx.is_main:
+                save_checkpoint(
+                    self.files.best,
+                    {"model": self.core.state_dict(), "epoch": self.epoch, "config": config_to_yaml(self.config),
+                     "select_metric": self.config.train.select_metric, "value": value},
+                )
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.epoch, self.start_batch = self.epoch + 1, 0
+        self.sums = EpochSums(self.modalities, self.ctx.device, self.config.method.rule)
+        self._save_last()

@@ -1,0 +1,184 @@
+"""Semantic checks of an :class:`~modbalance.train.config.ExperimentConfig`, before any training.
+
+Every check raises :class:`~modbalance.train.config.ConfigError` with the dotted key, the value
+and the allowed values or range.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from modbalance.imbalance import COEFFICIENTS, RATIO_RULES
+from modbalance.opm import RESCALE_MODES
+from modbalance.train.config import ConfigError, ExperimentConfig
+
+__all__ = [
+    "BALANCING_METHODS",
+    "OPTIMIZERS",
+    "PRECISIONS",
+    "SCHEDULERS",
+    "check_modalities",
+    "method_modalities",
+    "validate_sections",
+]
+
+#: Multimodal methods; ``unimodal:<modality>`` trains one modality alone.
+BALANCING_METHODS: tuple[str, ...] = ("joint", "ogm", "ogm_ge", "opm", "opm+ogm")
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "adamw")
+SCHEDULERS: tuple[str, ...] = ("none", "step", "cosine")
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+SELECT_METRICS: tuple[str, ...] = ("accuracy", "macro_f1", "map")
+PARAM_FILTERS: tuple[object, ...] = (None, "conv")
+
+
+def _allowed(key: str, value: object, allowed: Sequence[object]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not allowed. Allowed values: {', '.join(map(str, allowed))}")
+
+
+def _at_least(key: str, value: float | None, low: float) -> None:
+    if value is None or not math.isfinite(value) or value < low:
+        raise ConfigError(f"{key}={value!r} is out of range: must be a finite number >= {low}")
+
+
+def _unit_interval(key: str, value: float) -> None:
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise ConfigError(f"{key}={value!r} is out of range: must be in [0, 1]")
+
+
+def _check_method(config: ExperimentConfig) -> None:
+    method = config.method
+    if not method.name.startswith("unimodal:"):
+        _allowed("method.name", method.name, [*BALANCING_METHODS, "unimodal:<modality>"])
+    elif not method.name.split(":", 1)[1]:
+        raise ConfigError("method.name='unimodal:' needs a modality, e.g. unimodal:audio")
+    _at_least("method.alpha", method.alpha, 0.0)
+    _allowed("method.coefficient", method.coefficient, COEFFICIENTS)
+    _allowed("method.param_filter", method.param_filter, PARAM_FILTERS)
+    _allowed("method.rule", method.rule, RATIO_RULES)
+    _allowed("method.rescale", method.rescale, RESCALE_MODES)
+    _at_least("method.start_epoch", method.start_epoch, 0)
+    if method.end_epoch is not None and method.end_epoch < method.start_epoch:
+        raise ConfigError(
+            f"method.end_epoch={method.end_epoch} is out of range: must be null or >= method.start_epoch "
+            f"({method.start_epoch})"
+        )
+    _unit_interval("method.q_base", method.q_base)
+    _unit_interval("method.p_exe", method.p_exe)
+    _at_least("method.lam", method.lam, 0.0)
+
+
+def _check_optim(config: ExperimentConfig) -> None:
+    optim = config.optim
+    _allowed("optim.name", optim.name, OPTIMIZERS)
+    if not (math.isfinite(optim.lr) and optim.lr > 0):
+        raise ConfigError(f"optim.lr={optim.lr!r} is out of range: must be a finite number > 0")
+    if not (math.isfinite(optim.momentum) and 0.0 <= optim.momentum < 1.0):
+        raise ConfigError(f"optim.momentum={optim.momentum!r} is out of range: must be in [0, 1)")
+    _at_least("optim.weight_decay", optim.weight_decay, 0.0)
+    _allowed("optim.scheduler.name", optim.scheduler.name, SCHEDULERS)
+    _at_least("optim.scheduler.step_size", optim.scheduler.step_size, 1)
+    if not (math.isfinite(optim.scheduler.gamma) and 0.0 < optim.scheduler.gamma <= 1.0):
+        raise ConfigError(f"optim.scheduler.gamma={optim.scheduler.gamma!r} is out of range: must be in (0, 1]")
+
+
+def _check_train(config: ExperimentConfig) -> None:
+    train = config.train
+    for key in ("epochs", "batch_size", "eval_batch_size", "grad_accum_steps", "probe_steps", "log_every_steps"):
+        _at_least(f"train.{key}", getattr(train, key), 1)
+    for key in ("checkpoint_every_steps", "num_workers"):
+        _at_least(f"train.{key}", getattr(train, key), 0)
+    if train.max_steps is not None:
+        _at_least("train.max_steps", train.max_steps, 1)
+    if train.grad_accum_steps > train.batch_size:
+        raise ConfigError(
+            f"train.grad_accum_steps={train.grad_accum_steps} is out of range: must be <= train.batch_size "
+            f"({train.batch_size}), which it splits into micro-batches"
+        )
+    _allowed("train.precision", train.precision, PRECISIONS)
+    if train.device not in ("auto", "cpu", "cuda") and not (
+        train.device.startswith("cuda:") and train.device[5:].isdigit()
+    ):
+        raise ConfigError(f"train.device={train.device!r} is not allowed. Allowed values: auto, cpu, cuda, cuda:<index>")
+    if train.select_on != "val":
+        raise ConfigError(
+            f"train.select_on={train.select_on!r} is not allowed. Allowed values: val "
+            "(the best checkpoint is chosen on the validation split, never on the test split)"
+        )
+    _allowed("train.select_metric", train.select_metric, SELECT_METRICS)
+
+
+def _check_data_and_model(config: ExperimentConfig) -> None:
+    from modbalance.encoders.registry import ENCODERS
+    from modbalance.fusion import FUSIONS
+
+    data = config.data
+    splits = {"data.train_split": data.train_split, "data.val_split": data.val_split, "data.test_split": data.test_split}
+    if data.val_split == data.test_split:
+        raise ConfigError(
+            f"data.val_split={data.val_split!r} equals data.test_split: model selection on the test split "
+            "is refused; name a separate validation split"
+        )
+    for key, value in splits.items():
+        if not value:
+            raise ConfigError(f"{key} must name a split, got {value!r}")
+    _allowed("model.fusion", config.model.fusion, sorted(FUSIONS))
+    for modality, encoder in config.model.encoders.items():
+        _allowed(f"model.encoders.{modality}.name", encoder.name, ENCODERS.names())
+    _at_least("seed", config.seed, 0)
+    if config.run_name is not None and (not config.run_name or "/" in config.run_name):
+        raise ConfigError(f"run_name={config.run_name!r} must be a non-empty folder name without '/'")
+
+
+def validate_sections(config: ExperimentConfig) -> None:
+    """Every check that needs only the config itself."""
+    _check_method(config)
+    _check_optim(config)
+    _check_train(config)
+    _check_data_and_model(config)
+
+
+def method_modalities(config: ExperimentConfig, data_modalities: Sequence[str]) -> list[str]:
+    """The modalities the model uses: all of the data's, or the one of ``unimodal:<modality>``."""
+    name = config.method.name
+    if name.startswith("unimodal:"):
+        return [name.split(":", 1)[1]]
+    return list(data_modalities)
+
+
+def check_modalities(config: ExperimentConfig, data_modalities: Sequence[str]) -> None:
+    """Check the method's and the encoders' modality names against the data's modalities.
+
+    Raises:
+        ConfigError: a modality the data does not have, a missing encoder, or a balancing
+            method on fewer than two modalities.
+
+    Example:
+        >>> from modbalance.train.config import load_config
+        >>> check_modalities(load_config(None, ["method.name=unimodal:text"]), ["audio", "visual"])
+        Traceback (most recent call last):
+        ...
+        modbalance.train.config.ConfigError: method.name='unimodal:text' names modality 'text', absent from the data. Allowed values: unimodal:audio, unimodal:visual
+    """
+    data_modalities = list(data_modalities)
+    name = config.method.name
+    if name.startswith("unimodal:") and name.split(":", 1)[1] not in data_modalities:
+        allowed = ", ".join(f"unimodal:{m}" for m in data_modalities)
+        raise ConfigError(
+            f"method.name={name!r} names modality {name.split(':', 1)[1]!r}, absent from the data. Allowed values: {allowed}"
+        )
+    if name in BALANCING_METHODS and name != "joint" and len(data_modalities) < 2:
+        raise ConfigError(f"method.name={name!r} balances modalities and needs two or more; the data has {data_modalities}")
+    extra = sorted(set(config.model.encoders) - set(data_modalities))
+    if extra:
+        raise ConfigError(
+            f"model.encoders.{extra[0]}: modality {extra[0]!r} is absent from the data. "
+            f"Allowed values: {', '.join(data_modalities)}"
+        )
+    missing = [m for m in method_modalities(config, data_modalities) if m not in config.model.encoders]
+    if missing:
+        raise ConfigError(
+            f"model.encoders.{missing[0]}: no encoder configured for modality {missing[0]!r} "
+            f"(the data's modalities: {', '.join(data_modalities)})"
+        )
