@@ -45,12 +45,16 @@ def conv_encoder(in_channels: int) -> nn.Module:
 def make_step(method: str, batch: int, size: int):
     torch.manual_seed(0)
     model = MultimodalClassifier(
-        {"audio": conv_encoder(1), "visual": conv_encoder(3)}, Concat({"audio": 128, "visual": 128}, num_classes=6)
+        {"audio": conv_encoder(1), "visual": conv_encoder(3)},
+        Concat({"audio": 128, "visual": 128}, num_classes=6),
     )
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     ogm = OGM(model.modality_parameters(), alpha=0.8, noise=True) if method == "ogm_ge" else None
     opm = OPM() if method == "opm" else None
-    inputs = {"audio": torch.randn(batch, 1, size, size), "visual": torch.randn(batch, 3, size * 3 // 4, size * 3 // 4)}
+    inputs = {
+        "audio": torch.randn(batch, 1, size, size),
+        "visual": torch.randn(batch, 3, size * 3 // 4, size * 3 // 4),
+    }
     y = torch.randint(0, 6, (batch,))
 
     def step() -> None:

@@ -13,7 +13,15 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from modbalance import OGM, OPM, MultimodalClassifier, discrepancy_ratios, kept_cross_entropy, ogm_coefficients, unimodal_scores
+from modbalance import (
+    OGM,
+    OPM,
+    MultimodalClassifier,
+    discrepancy_ratios,
+    kept_cross_entropy,
+    ogm_coefficients,
+    unimodal_scores,
+)
 from modbalance.fusion import Concat
 
 
@@ -35,7 +43,8 @@ def worker(rank: int, world: int, port: int, out_dir: str, synced: bool) -> None
     torch.set_num_threads(1)
     torch.manual_seed(0)  # identical initial weights; DDP also broadcasts them
     model = MultimodalClassifier(
-        {"audio": nn.Linear(6, 4), "visual": nn.Linear(5, 4)}, Concat({"audio": 4, "visual": 4}, num_classes=3)
+        {"audio": nn.Linear(6, 4), "visual": nn.Linear(5, 4)},
+        Concat({"audio": 4, "visual": 4}, num_classes=3),
     )
     ddp = nn.parallel.DistributedDataParallel(model)
     torch.manual_seed(1234 + rank)  # ranks' global RNGs differ: only explicit syncing can align them
@@ -79,7 +88,8 @@ def test_first_step_coefficients_are_those_of_the_global_batch(tmp_path):
     r0, _ = run_two_ranks(tmp_path, synced=True)
     torch.manual_seed(0)
     model = MultimodalClassifier(
-        {"audio": nn.Linear(6, 4), "visual": nn.Linear(5, 4)}, Concat({"audio": 4, "visual": 4}, num_classes=3)
+        {"audio": nn.Linear(6, 4), "visual": nn.Linear(5, 4)},
+        Concat({"audio": 4, "visual": 4}, num_classes=3),
     )
     inputs, y = global_batch(0)
     expected = ogm_coefficients(discrepancy_ratios(unimodal_scores(model(inputs).unimodal_logits, y)), 0.5)

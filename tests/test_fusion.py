@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from torch import nn
 
 from modbalance.fusion import FUSIONS, Concat, FiLM, Gated, Sum, create_fusion
 

@@ -74,7 +74,9 @@ def test_coefficients_worked_example_e2(alpha, k1, k2, k3):
         assert k["visual"].item() == 1.0
 
 
-@pytest.mark.parametrize(("alpha", "expected"), [(0.1, 0.9003), (0.3, 0.7087), (0.5, 0.5379), (0.8, 0.3360), (2.6, 0.0110)])
+@pytest.mark.parametrize(
+    ("alpha", "expected"), [(0.1, 0.9003), (0.3, 0.7087), (0.5, 0.5379), (0.8, 0.3360), (2.6, 0.0110)]
+)
 def test_reference_coefficient_jumps_just_above_one_e3(alpha, expected):
     ratios = {"a": torch.tensor(1.0 + 1e-6), "b": torch.tensor(1 / (1.0 + 1e-6))}
     assert ogm_coefficients(ratios, alpha, "reference")["a"].item() == pytest.approx(expected, abs=1e-4)

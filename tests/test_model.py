@@ -16,7 +16,10 @@ def make_model():
 
 def batch():
     g = torch.Generator().manual_seed(1)
-    return {"audio": torch.randn(16, 6, generator=g), "visual": torch.randn(16, 5, generator=g)}, torch.randint(0, 2, (16,), generator=g)
+    return {
+        "audio": torch.randn(16, 6, generator=g),
+        "visual": torch.randn(16, 5, generator=g),
+    }, torch.randint(0, 2, (16,), generator=g)
 
 
 def test_forward_without_opm_is_encode_then_fuse():

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modbalance import OGM, ogm_coefficients, discrepancy_ratios, unimodal_scores
+from modbalance import OGM, discrepancy_ratios, ogm_coefficients, unimodal_scores
 
 
 def two_encoders(seed: int = 0) -> tuple[nn.Module, nn.Module, nn.Linear]:
@@ -41,7 +41,14 @@ def test_gradients_scaled_by_exactly_k_on_mapped_parameters_only(coefficient):
     audio, visual, head = two_encoders()
     xa, xv, y = step_inputs()
     uni = forward_backward(audio, visual, head, xa, xv, y)
-    before = {n: p.grad.clone() for n, p in [*audio.named_parameters(prefix="a"), *visual.named_parameters(prefix="v"), *head.named_parameters(prefix="h")]}
+    before = {
+        n: p.grad.clone()
+        for n, p in [
+            *audio.named_parameters(prefix="a"),
+            *visual.named_parameters(prefix="v"),
+            *head.named_parameters(prefix="h"),
+        ]
+    }
     ogm = OGM({"audio": audio, "visual": visual}, alpha=0.5, coefficient=coefficient)
     k = ogm.modulate(uni, y)
     expected = ogm_coefficients(discrepancy_ratios(unimodal_scores(uni, y)), 0.5, coefficient)
@@ -102,8 +109,12 @@ def test_noise_stream_is_reproducible_and_state_dict_round_trips():
             grads.append(q.grad.clone())
         return grads
 
-    make = lambda: OGM({"audio": [nn.Parameter(torch.zeros(1))], "visual": [nn.Parameter(torch.zeros(1))]}, 0.5, noise=True,
-                       generator=torch.Generator().manual_seed(7))
+    make = lambda: OGM(
+        {"audio": [nn.Parameter(torch.zeros(1))], "visual": [nn.Parameter(torch.zeros(1))]},
+        0.5,
+        noise=True,
+        generator=torch.Generator().manual_seed(7),
+    )
     reference = run(make(), 4)
     first = make()
     run(first, 2)
@@ -211,7 +222,7 @@ def test_errors():
     frozen = nn.Parameter(torch.zeros(2), requires_grad=False)
     with pytest.raises(ValueError, match="'visual' has no trainable parameter"):
         OGM({"audio": [p], "visual": [frozen]}, alpha=0.5)
-    with pytest.raises(ValueError, match="no trainable parameter .*'conv'"):
+    with pytest.raises(ValueError, match=r"no trainable parameter .*'conv'"):
         OGM({"audio": nn.Conv2d(1, 1, 1), "visual": nn.Linear(2, 2)}, alpha=0.5, param_filter="conv")
     with pytest.raises(ValueError, match="mapped to both"):
         OGM({"audio": [p], "visual": [p, q]}, alpha=0.5)

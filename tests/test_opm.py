@@ -177,6 +177,9 @@ def test_errors():
     with pytest.raises(ValueError, match="at least two"):
         opm({"audio": torch.ones(2, 2)}, {"audio": torch.tensor(1.0)})
     with pytest.raises(ValueError, match="do not match"):
-        opm({"audio": torch.ones(2, 2), "visual": torch.ones(2, 2)}, {"audio": torch.tensor(1.0), "text": torch.tensor(1.0)})
+        opm(
+            {"audio": torch.ones(2, 2), "visual": torch.ones(2, 2)},
+            {"audio": torch.tensor(1.0), "text": torch.tensor(1.0)},
+        )
     with pytest.raises(ValueError, match="shape"):
         opm({"audio": torch.ones(2, 2), "visual": torch.ones(3, 2)}, SCORES_22)

@@ -33,7 +33,9 @@ class Fusion(nn.Module):
             raise ValueError(f"{type(self).__name__} needs at least {min_modalities} modalities, got {dims!r}")
         for name, dim in dims.items():
             if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
-                raise ValueError(f"{type(self).__name__}: feature width of {name!r} must be a positive int, got {dim!r}")
+                raise ValueError(
+                    f"{type(self).__name__}: feature width of {name!r} must be a positive int, got {dim!r}"
+                )
         if not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
         self.dims = dict(dims)
@@ -77,7 +79,12 @@ class Concat(Fusion):
     """
 
     def __init__(
-        self, dims: Mapping[str, int], num_classes: int, *, unimodal: str = "slice", bias_share: float | None = None
+        self,
+        dims: Mapping[str, int],
+        num_classes: int,
+        *,
+        unimodal: str = "slice",
+        bias_share: float | None = None,
     ) -> None:
         super().__init__(dims, num_classes)
         if unimodal not in ("slice", "zero_out"):
@@ -121,11 +128,9 @@ class Sum(Fusion):
     def unimodal_logits(self, features: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Each modality's own head with its own full bias (exact)."""
         ordered = self._ordered(features)
+        dtype = next(self.heads.parameters()).dtype
         with torch.no_grad():
-            return {
-                name: self.heads[name](ordered[name].detach().to(self.heads[name].weight.dtype))
-                for name in self.modalities
-            }
+            return {name: self.heads[name](ordered[name].detach().to(dtype)) for name in self.modalities}
 
 
 def _two(dims: Mapping[str, int], role: str | None, what: str) -> tuple[str, str]:
@@ -183,7 +188,9 @@ class Gated(Fusion):
         (torch.Size([5, 4]), ['audio', 'visual'])
     """
 
-    def __init__(self, dims: Mapping[str, int], num_classes: int, *, gate: str | None = None, hidden: int = 512) -> None:
+    def __init__(
+        self, dims: Mapping[str, int], num_classes: int, *, gate: str | None = None, hidden: int = 512
+    ) -> None:
         super().__init__(dims, num_classes, min_modalities=2)
         self.gate, self.gated = _two(dims, gate, "Gated")
         self.gate_proj = nn.Linear(self.dims[self.gate], hidden)

@@ -59,7 +59,8 @@ class MultimodalClassifier(nn.Module):
             raise ValueError("MultimodalClassifier needs at least one encoder")
         if set(encoders) != set(fusion.modalities):
             raise ValueError(
-                f"encoder modalities {sorted(encoders)} do not match the fusion's modalities {sorted(fusion.modalities)}"
+                f"encoder modalities {sorted(encoders)} do not match "
+                f"the fusion's modalities {sorted(fusion.modalities)}"
             )
         self.encoders = nn.ModuleDict(dict(encoders))
         self.fusion = fusion
@@ -90,7 +91,12 @@ class MultimodalClassifier(nn.Module):
         return {name: list(self.encoders[name].parameters()) for name in self.modalities}
 
     def forward(
-        self, inputs: Mapping[str, Tensor], opm: OPM | None = None, scores: ScoresArg = None, *, epoch: int | None = None
+        self,
+        inputs: Mapping[str, Tensor],
+        opm: OPM | None = None,
+        scores: ScoresArg = None,
+        *,
+        epoch: int | None = None,
     ) -> ModelOutput:
         """Encode, optionally apply OPM to the features, fuse.
 
@@ -109,7 +115,9 @@ class MultimodalClassifier(nn.Module):
         fused_features = features
         if opm is not None and opm.active(epoch):
             if scores is None:
-                raise ValueError("forward(opm=...) needs scores=: a mapping of scores or a callable of the uni-modal logits")
+                raise ValueError(
+                    "forward(opm=...) needs scores=: a mapping of scores or a callable of the uni-modal logits"
+                )
             resolved = scores(unimodal) if callable(scores) else scores
             dropped = opm(features, resolved, epoch=epoch)
             fused_features, keep = dropped.features, dropped.keep

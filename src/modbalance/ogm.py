@@ -173,7 +173,9 @@ class OGM:
         if rule not in RATIO_RULES:
             raise ValueError(f"Unknown ratio rule {rule!r}. Available: {', '.join(RATIO_RULES)}")
         if start_epoch < 0 or (end_epoch is not None and end_epoch < start_epoch):
-            raise ValueError(f"need 0 <= start_epoch <= end_epoch, got start_epoch={start_epoch}, end_epoch={end_epoch}")
+            raise ValueError(
+                f"need 0 <= start_epoch <= end_epoch, got start_epoch={start_epoch}, end_epoch={end_epoch}"
+            )
         self.groups = modality_parameter_groups(modality_params, param_filter)
         self.modalities = list(self.groups)
         self.alpha = float(alpha)
@@ -268,9 +270,7 @@ class OGM:
         ratios = _ratio_vector(scores, self.rule)
         coefficients = _coefficient_vector(ratios, self.alpha, self.coefficient)
         m = len(self.modalities)
-        host = torch.cat(
-            [bad_target.reshape(1).float(), torch.isfinite(scores).float(), ratios, coefficients]
-        ).tolist()
+        host = torch.cat([bad_target.reshape(1).float(), torch.isfinite(scores).float(), ratios, coefficients]).tolist()
         _raise_on_flags(self.modalities, bool(host[0]), [bool(f) for f in host[1 : 1 + m]], "uni-modal logits")
         self.last_ratios = dict(zip(self.modalities, host[1 + m : 1 + 2 * m], strict=True))
         self.last_coefficients = dict(zip(self.modalities, host[1 + 2 * m :], strict=True))
