@@ -39,9 +39,7 @@ def training_state() -> dict:
     model(torch.randn(5, 4)).sum().backward()
     optimizer.step()
     scheduler.step()
-    ogm = OGM(
-        {"a": model[0], "b": model[2]}, alpha=0.5, noise=True, generator=torch.Generator().manual_seed(3)
-    )
+    ogm = OGM({"a": model[0], "b": model[2]}, alpha=0.5, noise=True, generator=torch.Generator().manual_seed(3))
     opm = OPM(generator=torch.Generator().manual_seed(4))
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
     return {

@@ -137,9 +137,7 @@ def epoch_batches(n, b, w, *, shuffle=True, drop_last=False, seed=0, epoch=0):
     """Per-rank lists of batches for one epoch."""
     out = []
     for r in range(w):
-        sampler = ShardedBatchSampler(
-            n, b, seed=seed, shuffle=shuffle, drop_last=drop_last, rank=r, world_size=w
-        )
+        sampler = ShardedBatchSampler(n, b, seed=seed, shuffle=shuffle, drop_last=drop_last, rank=r, world_size=w)
         sampler.set_epoch(epoch)
         out.append(list(sampler))
     return out
@@ -155,9 +153,7 @@ def test_hand_computed_shards_including_the_last_partial_batches():
     assert epoch_batches(11, 2, 3, shuffle=False, drop_last=True) == [[[0, 1]], [[2, 3]], [[4, 5]]]
 
 
-@pytest.mark.parametrize(
-    ("n", "b", "w"), [(37, 4, 1), (37, 4, 2), (37, 3, 4), (40, 5, 2), (41, 5, 2), (10, 7, 3)]
-)
+@pytest.mark.parametrize(("n", "b", "w"), [(37, 4, 1), (37, 4, 2), (37, 3, 4), (40, 5, 2), (41, 5, 2), (10, 7, 3)])
 @pytest.mark.parametrize("shuffle", [True, False])
 def test_every_sample_once_per_epoch_and_equal_step_counts(n, b, w, shuffle):
     per_rank = epoch_batches(n, b, w, shuffle=shuffle, seed=3, epoch=1)
@@ -263,9 +259,7 @@ class Noisy(Dataset):
         return 8
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return torch.tensor(
-            [random.random(), float(np.random.rand()), float(torch.rand(()))], dtype=torch.float64
-        )
+        return torch.tensor([random.random(), float(np.random.rand()), float(torch.rand(()))], dtype=torch.float64)
 
 
 def test_seeded_loader_workers_are_reproducible_and_differ_from_each_other():

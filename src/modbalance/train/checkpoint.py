@@ -141,9 +141,7 @@ def _check_storable(value: Any, where: str = "state") -> None:
     if kind in _MAPPING_TYPES:
         for key, item in value.items():
             if type(key) not in (str, int, float, bool, type(None), tuple):
-                raise TypeError(
-                    f"{where}: key {key!r} of type {type(key).__name__} cannot be stored in a checkpoint"
-                )
+                raise TypeError(f"{where}: key {key!r} of type {type(key).__name__} cannot be stored in a checkpoint")
             _check_storable(item, f"{where}[{key!r}]")
         return
     if kind in _SEQUENCE_TYPES:
@@ -183,9 +181,7 @@ def _keep_as_previous(path: Path) -> None:
     """Make ``previous_path(path)`` a copy of ``path`` without removing ``path`` (hard link, else rename)."""
     previous = previous_path(path)
     if not _looks_complete(path):
-        logger.warning(
-            "not keeping damaged checkpoint %s as %s; the existing fallback stays", path, previous.name
-        )
+        logger.warning("not keeping damaged checkpoint %s as %s; the existing fallback stays", path, previous.name)
         return
     link = path.with_name(f".{previous.name}.link.tmp")
     try:
@@ -267,9 +263,7 @@ def _read_verified(path: Path) -> memoryview:
     if len(data) < HEADER_SIZE:
         if data and not MAGIC.startswith(data[: len(MAGIC)]):
             raise CheckpointError(path, "not a modbalance checkpoint (no MODBALCK header)")
-        raise CheckpointError(
-            path, f"truncated: {len(data)} bytes, shorter than the {HEADER_SIZE}-byte header"
-        )
+        raise CheckpointError(path, f"truncated: {len(data)} bytes, shorter than the {HEADER_SIZE}-byte header")
     magic, version, length, digest = _HEADER.unpack_from(data)
     if magic != MAGIC:
         hint = " (it looks like a plain torch.save file)" if data[:2] == b"PK" else ""
@@ -280,9 +274,7 @@ def _read_verified(path: Path) -> memoryview:
         )
     actual = len(data) - HEADER_SIZE
     if actual < length:
-        raise CheckpointError(
-            path, f"truncated: header announces {length} payload bytes, file holds {actual}"
-        )
+        raise CheckpointError(path, f"truncated: header announces {length} payload bytes, file holds {actual}")
     if actual > length:
         raise CheckpointError(path, f"{actual - length} unexpected bytes after the {length}-byte payload")
     payload = memoryview(data)[HEADER_SIZE:]
@@ -313,9 +305,7 @@ def verify_checkpoint(path: Path | str) -> None:
     _read_verified(Path(path))
 
 
-def load_checkpoint(
-    path: Path | str, map_location: Any = None, *, required: Sequence[str] = ()
-) -> dict[str, Any]:
+def load_checkpoint(path: Path | str, map_location: Any = None, *, required: Sequence[str] = ()) -> dict[str, Any]:
     """Verify and load a checkpoint written by :func:`save_checkpoint`.
 
     Args:
@@ -347,9 +337,7 @@ def load_checkpoint(
     try:
         state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
     except Exception as error:  # the checksum matched, so this is a writer/reader mismatch, not damage
-        raise CheckpointError(
-            path, f"payload does not load with torch.load(weights_only=True): {error}"
-        ) from error
+        raise CheckpointError(path, f"payload does not load with torch.load(weights_only=True): {error}") from error
     if not isinstance(state, dict):
         raise CheckpointError(path, f"payload is a {type(state).__name__}, expected a dict")
     missing = [key for key in required if key not in state]
@@ -361,9 +349,7 @@ def load_checkpoint(
     return state
 
 
-def latest_valid_checkpoint(
-    directory: Path | str, names: Sequence[str] = ("last.pt", "last.prev.pt")
-) -> Path | None:
+def latest_valid_checkpoint(directory: Path | str, names: Sequence[str] = ("last.pt", "last.prev.pt")) -> Path | None:
     """Return the first ``directory / name``, in the order of ``names``, that passes verification.
 
     Damaged candidates are skipped with a logged warning naming the file and the problem.
@@ -458,9 +444,7 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
     """
     missing = {"python", "numpy", "torch", "cuda"} - set(state)
     if missing:
-        raise ValueError(
-            f"RNG state needs keys 'python', 'numpy', 'torch', 'cuda'; missing {sorted(missing)}"
-        )
+        raise ValueError(f"RNG state needs keys 'python', 'numpy', 'torch', 'cuda'; missing {sorted(missing)}")
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     torch.set_rng_state(torch.as_tensor(state["torch"], dtype=torch.uint8).cpu())

@@ -75,16 +75,12 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise ValueError(
-            f"environment variable {name}={raw!r} must be an integer (it is set by torchrun)"
-        ) from None
+        raise ValueError(f"environment variable {name}={raw!r} must be an integer (it is set by torchrun)") from None
 
 
 def _resolve_device(device: str, local_rank: int, world_size: int) -> torch.device:
     if not isinstance(device, str):
-        raise TypeError(
-            f"device must be a string such as 'auto', 'cpu' or 'cuda', got {type(device).__name__}"
-        )
+        raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda', got {type(device).__name__}")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
@@ -138,9 +134,7 @@ def init_distributed(device: str = "auto") -> DistributedContext:
     rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", 0)
     if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(
-            f"need WORLD_SIZE >= 1 and 0 <= RANK < WORLD_SIZE, got RANK={rank}, WORLD_SIZE={world_size}"
-        )
+        raise ValueError(f"need WORLD_SIZE >= 1 and 0 <= RANK < WORLD_SIZE, got RANK={rank}, WORLD_SIZE={world_size}")
     if local_rank < 0:
         raise ValueError(f"LOCAL_RANK must be >= 0, got {local_rank}")
     resolved = _resolve_device(device, local_rank, world_size)
@@ -152,8 +146,7 @@ def init_distributed(device: str = "auto") -> DistributedContext:
     missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
     if missing:
         raise ValueError(
-            f"WORLD_SIZE={world_size} but {' and '.join(missing)} is not set; launch with torchrun, "
-            "which sets them"
+            f"WORLD_SIZE={world_size} but {' and '.join(missing)} is not set; launch with torchrun, which sets them"
         )
     if not dist.is_available():
         raise ValueError("WORLD_SIZE > 1 but this torch build has no torch.distributed support")
@@ -321,8 +314,7 @@ class ShardedBatchSampler:
             raise ValueError(f"seed must be an int, got {seed!r}")
         if num_samples < world_size:
             raise ValueError(
-                f"num_samples={num_samples} is smaller than world_size={world_size}; "
-                "some rank would get no data"
+                f"num_samples={num_samples} is smaller than world_size={world_size}; some rank would get no data"
             )
         global_batch = batch_size * world_size
         if drop_last and num_samples < global_batch:
