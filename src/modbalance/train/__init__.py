@@ -28,7 +28,7 @@ from modbalance.train.config import (
 )
 from modbalance.train.finish import evaluate_run
 from modbalance.train.loop import NonFiniteLossError
-from modbalance.train.run import run, run_folder
+from modbalance.train.trainer import run, run_folder
 
 __all__ = [
     "ConfigError",
