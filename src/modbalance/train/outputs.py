@@ -7,7 +7,7 @@
         metrics.jsonl        one JSON record per epoch (train/..., val/... keys)
         summary.json         test metrics of the best checkpoint, best epoch, probe, Bayes limits, time
         checkpoints/best.pt  model weights of the best validation epoch
-        checkpoints/last.pt  everything needed to resume exactly
+        checkpoints/last.pt  everything needed to resume exactly (last.prev.pt: the one before)
         tb/                  TensorBoard event files
         train.log            the run's log
 """

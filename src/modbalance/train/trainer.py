@@ -22,7 +22,14 @@ import torch.distributed as dist
 
 from modbalance.metrics import EpochSums
 from modbalance.train.build import build_methods, build_model, build_optimizer
-from modbalance.train.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from modbalance.train.checkpoint import (
+    capture_rng_state,
+    latest_valid_checkpoint,
+    load_checkpoint,
+    previous_path,
+    restore_rng_state,
+    save_checkpoint,
+)
 from modbalance.train.config import ExperimentConfig, config_to_yaml, load_config
 from modbalance.train.data import build_data, data_modalities, iterate_batches
 from modbalance.train.distributed import (
@@ -165,11 +172,16 @@ class _Trainer:
     def _save_last(self) -> None:
         state = self._state()  # collective: every rank takes part
         if self.ctx.is_main:
-            save_checkpoint(self.files.last, state)
+            save_checkpoint(self.files.last, state, keep_previous=True)
         barrier(self.ctx)
 
     def _load_last(self) -> None:
-        state = load_checkpoint(self.files.last, map_location="cpu")
+        path: Path | None = self.files.last
+        if previous_path(self.files.last).exists():  # last.pt, or last.prev.pt if last.pt is damaged
+            path = latest_valid_checkpoint(self.files.checkpoints)
+        if path is None or not path.exists():
+            raise FileNotFoundError(f"{self.files.root} has no checkpoint to resume from ({self.files.last} is missing)")
+        state = load_checkpoint(path, map_location="cpu")
         if state["world_size"] != self.ctx.world_size:
             raise ValueError(
                 f"{self.files.last} was written by {state['world_size']} process(es); resume it with the same number "
@@ -188,7 +200,7 @@ class _Trainer:
         self.global_step, self.best, self.history = state["global_step"], state["best"], state["history"]
         self.sums.load_state_dict(state["epoch_sums"])
         self.elapsed = float(state["elapsed"])
-        logger.info("resumed %s at epoch %d, batch %d, step %d", self.files.root, self.epoch, self.start_batch, self.global_step)
+        logger.info("resumed from %s at epoch %d, batch %d, step %d", path, self.epoch, self.start_batch, self.global_step)
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> Path:
