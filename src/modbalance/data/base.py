@@ -117,7 +117,11 @@ class ClipDataset(Dataset[tuple[dict[str, Tensor], int]]):
         image: the RGB transform.
         flow: the flow transform.
         check_files: check at construction that every listed file exists.
-        skipped: problems already found while building ``records`` (unknown labels, ...).
+        skipped: problems already found while building ``records`` (unknown labels, ...); raised at once
+            with ``on_error="raise"``.
+        dropped: rows left out by a documented rule whatever ``on_error`` (AVE's two-event videos);
+            reported by :meth:`report_skipped` like skips.
+        source: the split list, for messages.
 
     Example:
         >>> import numpy as np, tempfile, os
@@ -146,6 +150,7 @@ class ClipDataset(Dataset[tuple[dict[str, Tensor], int]]):
         flow: FlowTransform | None = None,
         check_files: bool = True,
         skipped: Sequence[SkippedSample] = (),
+        dropped: Sequence[SkippedSample] = (),
         source: str = "",
     ) -> None:
         check_choice("on_error", on_error, ON_ERROR)
@@ -167,9 +172,9 @@ class ClipDataset(Dataset[tuple[dict[str, Tensor], int]]):
         self.image = image or ClipTransform(train=self.train)
         self.flow = flow or FlowTransform(train=self.train)
         self.source = source
-        self._early: list[SkippedSample] = list(skipped)
-        if self._early and on_error == "raise":
-            raise ValueError(self._early[0].message)
+        if skipped and on_error == "raise":
+            raise ValueError(skipped[0].message)
+        self._early: list[SkippedSample] = list(dropped) + list(skipped)
         records = list(records)
         if check_files:
             records = self._check_files(records)

@@ -44,7 +44,8 @@ class Preparer:
     def lister_options(self) -> list[str]:
         """The keyword options the lister accepts."""
         parameters = inspect.signature(self.load_lister()).parameters
-        return [name for name in list(parameters)[1:]]
+        skip = 2 if self.name == "mosei" else 1  # prepare_mosei(raw, out, ...) does the whole job
+        return [name for name in list(parameters)[skip:]]
 
 
 PREPARERS: dict[str, Preparer] = {
@@ -60,7 +61,7 @@ PREPARERS: dict[str, Preparer] = {
                  "AVE: Annotations.txt, trainSet/valSet/testSet.txt + AVE/<id>.mp4"),
         Preparer("ucf101", "modbalance.prep.ucf101:list_ucf101", PrepOptions(recipes=(), flow=True),
                  "UCF-101: UCF-101/<Class>/*.avi + ucfTrainTestlist/ (RGB frames + optical flow)"),
-        Preparer("mosei", "modbalance.prep.mosei:list_mosei", PrepOptions(frames=False),
+        Preparer("mosei", "modbalance.prep.mosei:prepare_mosei", PrepOptions(frames=False),
                  "CMU-MOSEI: MulT's mosei_senti_data(_noalign).pkl -> per-split .npz"),
     )
 }
@@ -114,9 +115,7 @@ def prepare(
     if recipes is not None:
         prep_options = replace(prep_options, recipes=tuple(recipes))
     if dataset == "mosei":
-        from modbalance.prep.mosei import prepare_mosei
-
-        return prepare_mosei(raw, Path(out), **lister_args)
+        return preparer.load_lister()(raw, Path(out), **lister_args)  # type: ignore[call-arg]
     listing = preparer.list(raw, **lister_args)
     parameters = {k: (str(v) if isinstance(v, Path) else v) for k, v in lister_args.items()}
     return run_prep(dataset, listing, out, prep_options, workers=workers, raw=raw, parameters=parameters,
