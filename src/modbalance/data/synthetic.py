@@ -48,6 +48,7 @@ from torch.utils.data import Dataset
 from modbalance.data._bayes import fused_snr, isotropic_bayes_accuracy
 
 __all__ = [
+    "FUSED_KEY",
     "LAB_PRESETS",
     "InvertibleMixing",
     "LabRecipe",
@@ -269,11 +270,9 @@ class InvertibleMixing:
     ) -> InvertibleMixing:
         """Draw a mixing from ``generator``; the lift is ``scale`` times orthonormal columns."""
         lift = _orthogonal(width, generator)[:, :latent_dim] * scale
-        rotations = (
-            torch.stack([_orthogonal(width, generator) for _ in range(depth)])
-            if depth
-            else (torch.empty(0, width, width, dtype=torch.float64))
-        )
+        rotations = torch.empty(0, width, width, dtype=torch.float64)
+        if depth:
+            rotations = torch.stack([_orthogonal(width, generator) for _ in range(depth)])
         phases = 2.0 * math.pi * torch.rand(depth, width, generator=generator, dtype=torch.float64)
         return cls(lift, rotations, phases, twist)
 
