@@ -140,7 +140,9 @@ class EpochSums:
             if self.modalities:
                 stacked = torch.stack([unimodal_logits[m].detach() for m in self.modalities])
                 s["correct_m"] += (stacked.argmax(dim=2) == target.unsqueeze(0)).sum(dim=1)
-                s["confidence_m"] += torch.stack([true_class_confidence(unimodal_logits[m], target) for m in self.modalities])
+                s["confidence_m"] += torch.stack(
+                    [true_class_confidence(unimodal_logits[m], target) for m in self.modalities]
+                )
 
     def add_coefficients(self, coefficients: Mapping[str, float]) -> None:
         """Add OGM's coefficients of one optimizer step (floats, from ``OGM.modulate``)."""
@@ -176,8 +178,8 @@ class EpochSums:
             record[f"accuracy/{m}"] = float(host["correct_m"][i]) / samples
         if len(self.modalities) >= 2:
             scores = {m: host["confidence_m"][i].float() for i, m in enumerate(self.modalities)}
-            for m, rho in discrepancy_ratios(scores, self.rule).items():
-                record[f"rho/{m}"] = float(rho)
+            ratios = discrepancy_ratios(scores, self.rule)  # type: ignore[arg-type]
+            record.update({f"rho/{m}": float(rho) for m, rho in ratios.items()})
         for kind in ("k", "q"):
             steps = float(host[f"{kind}_steps"])
             if steps > 0:

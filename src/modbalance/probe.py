@@ -28,6 +28,9 @@ class LinearProbe(nn.Module):
         num_classes: number of classes.
     """
 
+    mean: Tensor
+    std: Tensor
+
     def __init__(self, mean: Tensor, std: Tensor, num_classes: int) -> None:
         super().__init__()
         self.register_buffer("mean", mean.detach().clone())
@@ -74,12 +77,18 @@ def fit_linear_probe(
     """
     _check(features, target, "fit_linear_probe")
     if num_classes < 2 or steps < 1 or weight_decay < 0:
-        raise ValueError(f"need num_classes >= 2, steps >= 1, weight_decay >= 0; got {num_classes}, {steps}, {weight_decay}")
+        raise ValueError(
+            f"need num_classes >= 2, steps >= 1, weight_decay >= 0; got {num_classes}, {steps}, {weight_decay}"
+        )
     x = features.detach().float()
     y = target.long().to(x.device)
     probe = LinearProbe(x.mean(dim=0), x.std(dim=0, unbiased=False), num_classes).to(x.device)
     optimizer = torch.optim.LBFGS(
-        probe.parameters(), lr=1.0, max_iter=steps, tolerance_grad=1e-9, tolerance_change=1e-12,
+        probe.parameters(),
+        lr=1.0,
+        max_iter=steps,
+        tolerance_grad=1e-9,
+        tolerance_change=1e-12,
         line_search_fn="strong_wolfe",
     )
 

@@ -35,7 +35,11 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or time.strftime("modbalance-demo-%Y%m%d-%H%M%S")
 
     def progress(index: int, total: int, config: Any, seconds: float) -> None:
-        print(f"[{index + 1}/{total}] {config.method.name} seed {config.seed}: {seconds:.1f} s", file=sys.stderr, flush=True)
+        print(
+            f"[{index + 1}/{total}] {config.method.name} seed {config.seed}: {seconds:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
 
     try:
         result = run_demo(out, preset=args.preset, seeds=args.seeds, quick=args.quick, on_run=progress)

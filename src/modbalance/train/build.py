@@ -69,7 +69,9 @@ def build_model(config: ExperimentConfig, bundle: DataBundle) -> MultimodalClass
     for modality in modalities:
         key = f"model.encoders.{modality}"
         try:
-            encoders[modality] = build_encoder(config.model.encoders[modality].name, **_encoder_options(config, modality, bundle))
+            encoders[modality] = build_encoder(
+                config.model.encoders[modality].name, **_encoder_options(config, modality, bundle)
+            )
         except (TypeError, ValueError) as error:
             raise ConfigError(f"{key}: cannot build encoder: {error}") from error
     sample = bundle.sample_inputs()
@@ -80,7 +82,9 @@ def build_model(config: ExperimentConfig, bundle: DataBundle) -> MultimodalClass
             out = encoder(sample[modality])
             encoder.train()
             if out.dim() != 2:
-                raise ConfigError(f"model.encoders.{modality}: the encoder must return (B, D) features, got {tuple(out.shape)}")
+                raise ConfigError(
+                    f"model.encoders.{modality}: the encoder must return (B, D) features, got {tuple(out.shape)}"
+                )
             dims[modality] = int(out.shape[1])
     try:
         fusion = create_fusion(config.model.fusion, dims, bundle.num_classes, **config.model.fusion_options)

@@ -12,16 +12,17 @@ Example:
     >>> cfg = load_config(None, ["method.name=ogm", "method.alpha=0.5", "train.epochs=2"])
     >>> cfg.method.name, cfg.method.alpha, cfg.train.epochs
     ('ogm', 0.5, 2)
-    >>> load_config(None, ["method.alpah=0.5"])
-    Traceback (most recent call last):
-    ...
-    modbalance.train.config.ConfigError: method.alpah: unknown key. Allowed keys: alpha, coefficient, ...
+    >>> try:
+    ...     load_config(None, ["method.alpah=0.5"])
+    ... except ConfigError as error:
+    ...     print(error)
+    method.alpah: unknown key. Allowed keys: alpha, coefficient, ...
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -218,7 +219,7 @@ def _config_error(error: Any) -> ConfigError:
     message = (getattr(error, "msg", None) or str(error)).splitlines()[0]
     if type(error).__name__ == "ConfigKeyError":
         section = _section_for(key.rsplit(".", 1)[0] if "." in key else "", ExperimentConfig)
-        allowed = ", ".join(sorted(section.__dataclass_fields__)) if section is not None else "see the schema"
+        allowed = ", ".join(sorted(f.name for f in fields(section))) if section is not None else "see the schema"
         return ConfigError(f"{key}: unknown key. Allowed keys: {allowed}")
     return ConfigError(f"{key}: {message}")
 

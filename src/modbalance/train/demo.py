@@ -72,7 +72,9 @@ def lab_config(
     return load_config(None, overrides)
 
 
-def demo_configs(out_dir: str | Path, *, preset: str = "default", seeds: int = 3, quick: bool = False) -> list[ExperimentConfig]:
+def demo_configs(
+    out_dir: str | Path, *, preset: str = "default", seeds: int = 3, quick: bool = False
+) -> list[ExperimentConfig]:
     """Every run of the demo: each method and each uni-modal reference, for each seed.
 
     Example:

@@ -55,15 +55,24 @@ def finish_run(trainer: Any) -> None:
     barrier(ctx)
     best = _load_best(trainer.core, files)
     test = evaluate(
-        trainer.core, trainer.bundle, "test", ctx, batch_size=config.train.eval_batch_size,
-        precision=config.train.precision, rule=config.method.rule,
+        trainer.core,
+        trainer.bundle,
+        "test",
+        ctx,
+        batch_size=config.train.eval_batch_size,
+        precision=config.train.precision,
+        rule=config.method.rule,
     )
     probe = None
     if config.train.probe and ctx.is_main:
         probe = probe_modalities(
-            trainer.core, trainer.bundle, ctx.device, batch_size=config.train.eval_batch_size, steps=config.train.probe_steps
+            trainer.core,
+            trainer.bundle,
+            ctx.device,
+            batch_size=config.train.eval_batch_size,
+            steps=config.train.probe_steps,
         )
-    best_record = next((r for r in trainer.history if r["epoch"] == best["epoch"]), {})
+    best_record: dict[str, Any] = next((r for r in trainer.history if r["epoch"] == best["epoch"]), {})
     summary = {
         "run_name": files.root.name,
         "method": config.method.name,
@@ -120,6 +129,11 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", device: str = "aut
     _load_best(core, files)
     single = DistributedContext(0, 1, 0, resolved, True, False)
     return evaluate(
-        core, bundle, split, single, batch_size=config.train.eval_batch_size,
-        precision=config.train.precision, rule=config.method.rule,
+        core,
+        bundle,
+        split,
+        single,
+        batch_size=config.train.eval_batch_size,
+        precision=config.train.precision,
+        rule=config.method.rule,
     )

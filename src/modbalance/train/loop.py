@@ -78,21 +78,27 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
 
 
 class NonFiniteWatch:
-    """Remembers, on the device, the first step whose loss was not finite; checked periodically."""
+    """Remembers, on the device, the first step whose loss was not finite; checked periodically.
 
-    def __init__(self, device: torch.device) -> None:
+    Args:
+        device: the training device.
+        last_record: the last finished epoch's record (named in the error), or None.
+    """
+
+    def __init__(self, device: torch.device, last_record: Mapping[str, Any] | None = None) -> None:
         self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        self.last_record = last_record
 
     def update(self, loss: Tensor, step: int) -> None:
         """Record ``step`` if ``loss`` is not finite and nothing was recorded yet (no sync)."""
         bad = ~torch.isfinite(loss.detach()) & (self.first_bad < 0)
         self.first_bad = torch.where(bad, torch.full_like(self.first_bad, step), self.first_bad)
 
-    def check(self, epoch: int, last_record: Mapping[str, Any] | None) -> None:
+    def check(self, epoch: int) -> None:
         """Raise :class:`NonFiniteLossError` if a non-finite loss was seen (one sync)."""
         step = int(self.first_bad)
         if step >= 0:
-            raise non_finite_error(step, epoch, last_record)
+            raise non_finite_error(step, epoch, self.last_record)
 
 
 def non_finite_error(step: int, epoch: int, last_record: Mapping[str, Any] | None) -> NonFiniteLossError:
@@ -108,26 +114,36 @@ def non_finite_error(step: int, epoch: int, last_record: Mapping[str, Any] | Non
     )
 
 
-def _micro_batches(inputs: Mapping[str, Tensor], target: Tensor, parts: int) -> Iterator[tuple[dict[str, Tensor], Tensor]]:
+def _micro_batches(
+    inputs: Mapping[str, Tensor], target: Tensor, parts: int
+) -> Iterator[tuple[dict[str, Tensor], Tensor]]:
     chunks = min(parts, target.shape[0])
     split_inputs = {m: torch.tensor_split(x, chunks) for m, x in inputs.items()}
     for i, y in enumerate(torch.tensor_split(target, chunks)):
         yield {m: pieces[i] for m, pieces in split_inputs.items()}, y
 
 
-def _guarded(call: Callable[[], Any], logits: Callable[[], Mapping[str, Tensor]], step: int, epoch: int) -> Any:
+def _guarded(
+    call: Callable[[], Any], logits: Mapping[str, Tensor], step: int, epoch: int, watch: NonFiniteWatch
+) -> Any:
     """Run a method call; a ValueError caused by non-finite logits becomes NonFiniteLossError."""
     try:
         return call()
     except ValueError:
-        if not all(bool(torch.isfinite(z).all()) for z in logits().values()):
-            raise non_finite_error(step, epoch, None) from None
+        if not all(bool(torch.isfinite(z).all()) for z in logits.values()):
+            raise non_finite_error(step, epoch, watch.last_record) from None
         raise
 
 
 def train_step(
-    parts: StepParts, inputs: Mapping[str, Tensor], target: Tensor, *, epoch: int, step: int,
-    sums: EpochSums, watch: NonFiniteWatch,
+    parts: StepParts,
+    inputs: Mapping[str, Tensor],
+    target: Tensor,
+    *,
+    epoch: int,
+    step: int,
+    sums: EpochSums,
+    watch: NonFiniteWatch,
 ) -> None:
     """One optimizer step over the batch ``(inputs, target)`` (split into micro-batches)."""
     ogm, opm = parts.methods
@@ -140,7 +156,7 @@ def train_step(
         with sync_context:
             with parts.autocast(device):
                 if opm is not None:
-                    scores = lambda z, y=y: _guarded(lambda: unimodal_scores(z, y), lambda: z, step, epoch)  # noqa: E731
+                    scores = lambda z, y=y: _guarded(lambda: unimodal_scores(z, y), z, step, epoch, watch)  # noqa: E731
                     out = parts.model(x, opm=opm, scores=scores, epoch=epoch)
                     loss = kept_cross_entropy(out.logits.float(), y, out.keep)
                 else:
@@ -159,7 +175,10 @@ def train_step(
     if ogm is not None:
         coefficients = _guarded(
             lambda: ogm.modulate(out.unimodal_logits, y, epoch=epoch, scaler=parts.scaler, optimizer=parts.optimizer),
-            lambda: out.unimodal_logits, step, epoch,
+            out.unimodal_logits,
+            step,
+            epoch,
+            watch,
         )
         sums.add_coefficients(coefficients)
     if parts.scaler is not None:
@@ -179,8 +198,14 @@ def _gather_cat(tensor: Tensor, ctx: DistributedContext) -> Tensor:
 
 @torch.no_grad()
 def _forward_split(
-    core: MultimodalClassifier, bundle: DataBundle, split: str, ctx: DistributedContext, batch_size: int,
-    precision: str, *, with_features: bool = False,
+    core: MultimodalClassifier,
+    bundle: DataBundle,
+    split: str,
+    ctx: DistributedContext,
+    batch_size: int,
+    precision: str,
+    *,
+    with_features: bool = False,
 ) -> tuple[Tensor, dict[str, Tensor], Tensor, dict[str, Tensor]]:
     """Fused logits, uni-modal logits, targets (and features) of a whole split, all ranks' rows."""
     size = len(bundle.splits[split])
@@ -210,8 +235,14 @@ def _forward_split(
 
 
 def evaluate(
-    core: MultimodalClassifier, bundle: DataBundle, split: str, ctx: DistributedContext, *, batch_size: int,
-    precision: str = "fp32", rule: str = "mean_pairwise",
+    core: MultimodalClassifier,
+    bundle: DataBundle,
+    split: str,
+    ctx: DistributedContext,
+    *,
+    batch_size: int,
+    precision: str = "fp32",
+    rule: str = "mean_pairwise",
 ) -> dict[str, float]:
     """Loss, accuracy, macro-F1, mAP, per-modality accuracy and ``rho`` of ``split`` (eval mode).
 

@@ -131,11 +131,21 @@ class _Trainer:
         self.optimizer, self.scheduler = build_optimizer(config, self.core)
         scaler = torch.amp.GradScaler(ctx.device.type) if config.train.precision == "fp16" else None
         self.parts = StepParts(
-            model, self.core, self.optimizer, scaler, self.methods, config.train.precision, config.train.grad_accum_steps
+            model,
+            self.core,
+            self.optimizer,
+            scaler,
+            self.methods,
+            config.train.precision,
+            config.train.grad_accum_steps,
         )
         self.sampler = ShardedBatchSampler(
-            len(self.bundle.splits["train"]), config.train.batch_size, seed=config.seed, shuffle=True,
-            rank=ctx.rank, world_size=ctx.world_size,
+            len(self.bundle.splits["train"]),
+            config.train.batch_size,
+            seed=config.seed,
+            shuffle=True,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
         )
         self.modalities = self.core.modalities
         self.sums = EpochSums(self.modalities, ctx.device, config.method.rule)
@@ -180,7 +190,9 @@ class _Trainer:
         if previous_path(self.files.last).exists():  # last.pt, or last.prev.pt if last.pt is damaged
             path = latest_valid_checkpoint(self.files.checkpoints)
         if path is None or not path.exists():
-            raise FileNotFoundError(f"{self.files.root} has no checkpoint to resume from ({self.files.last} is missing)")
+            raise FileNotFoundError(
+                f"{self.files.root} has no checkpoint to resume from ({self.files.last} is missing)"
+            )
         state = load_checkpoint(path, map_location="cpu")
         if state["world_size"] != self.ctx.world_size:
             raise ValueError(
@@ -200,7 +212,9 @@ class _Trainer:
         self.global_step, self.best, self.history = state["global_step"], state["best"], state["history"]
         self.sums.load_state_dict(state["epoch_sums"])
         self.elapsed = float(state["elapsed"])
-        logger.info("resumed from %s at epoch %d, batch %d, step %d", path, self.epoch, self.start_batch, self.global_step)
+        logger.info(
+            "resumed from %s at epoch %d, batch %d, step %d", path, self.epoch, self.start_batch, self.global_step
+        )
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> Path:
@@ -210,7 +224,13 @@ class _Trainer:
             self.files.open(purge_epoch=self.epoch if self.history or self.epoch else None)
             self.files.config.write_text(config_to_yaml(self.config))
             self.files.rewrite_metrics(self.history)
-        logger.info("run %s: %s on %s, %d process(es)", self.files.root, self.config.method.name, self.ctx.device, self.ctx.world_size)
+        logger.info(
+            "run %s: %s on %s, %d process(es)",
+            self.files.root,
+            self.config.method.name,
+            self.ctx.device,
+            self.ctx.world_size,
+        )
         try:
             stopped = self.global_step >= (train.max_steps or sys.maxsize)
             while self.epoch < train.epochs and not stopped:
@@ -226,48 +246,68 @@ class _Trainer:
 
         visible = self.config.train.progress and self.ctx.is_main and sys.stderr.isatty()
         return tqdm(
-            total=len(self.sampler), initial=self.start_batch, desc=f"epoch {self.epoch + 1}/{self.config.train.epochs}",
-            unit="step", disable=not visible, leave=False,
+            total=len(self.sampler),
+            initial=self.start_batch,
+            desc=f"epoch {self.epoch + 1}/{self.config.train.epochs}",
+            unit="step",
+            disable=not visible,
+            leave=False,
         )
 
     def _train_epoch(self) -> bool:
         """Train from the current position to the end of the epoch (or max_steps); True if max_steps was hit."""
-        train, watch = self.config.train, NonFiniteWatch(self.ctx.device)
-        last_record = self.history[-1] if self.history else None
+        train = self.config.train
+        watch = NonFiniteWatch(self.ctx.device, self.history[-1] if self.history else None)
         self.core.train()
         if self.methods.opm is not None:
             self.methods.opm.train()
         self.sampler.set_epoch(self.epoch)
         self.sampler.set_start_batch(self.start_batch)
         batches = iterate_batches(
-            self.bundle, "train", self.sampler, device=self.ctx.device, modalities=self.modalities,
-            num_workers=train.num_workers, seed=self.config.seed,
+            self.bundle,
+            "train",
+            self.sampler,
+            device=self.ctx.device,
+            modalities=self.modalities,
+            num_workers=train.num_workers,
+            seed=self.config.seed,
         )
         with self._progress() as bar:
             for inputs, target in batches:
                 self.global_step += 1
-                train_step(self.parts, inputs, target, epoch=self.epoch, step=self.global_step, sums=self.sums, watch=watch)
+                train_step(
+                    self.parts, inputs, target, epoch=self.epoch, step=self.global_step, sums=self.sums, watch=watch
+                )
                 self.start_batch += 1
                 bar.update()
                 if self.global_step % train.log_every_steps == 0:
-                    watch.check(self.epoch, last_record)
+                    watch.check(self.epoch)
                 if train.checkpoint_every_steps and self.global_step % train.checkpoint_every_steps == 0:
-                    watch.check(self.epoch, last_record)
+                    watch.check(self.epoch)
                     self._save_last()
                 if train.max_steps is not None and self.global_step >= train.max_steps:
-                    watch.check(self.epoch, last_record)
+                    watch.check(self.epoch)
                     return True
-        watch.check(self.epoch, last_record)
+        watch.check(self.epoch)
         return False
 
     def _end_epoch(self) -> None:
         """Epoch record (train sums reduced over ranks, validation), best checkpoint, scheduler, last checkpoint."""
         train_record = self.sums.compute(lambda sums: reduce_sums(sums, self.ctx))
         val_record = evaluate(
-            self.core, self.bundle, "val", self.ctx, batch_size=self.config.train.eval_batch_size,
-            precision=self.config.train.precision, rule=self.config.method.rule,
+            self.core,
+            self.bundle,
+            "val",
+            self.ctx,
+            batch_size=self.config.train.eval_batch_size,
+            precision=self.config.train.precision,
+            rule=self.config.method.rule,
         )
-        record: dict[str, Any] = {"epoch": self.epoch, "step": self.global_step, "lr": self.optimizer.param_groups[0]["lr"]}
+        record: dict[str, Any] = {
+            "epoch": self.epoch,
+            "step": self.global_step,
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }
         record.update({f"train/{k}": v for k, v in train_record.items()})
         record.update({f"val/{k}": v for k, v in val_record.items()})
         self.history.append(record)
@@ -281,8 +321,13 @@ class _Trainer:
             if self.ctx.is_main:
                 save_checkpoint(
                     self.files.best,
-                    {"model": self.core.state_dict(), "epoch": self.epoch, "config": config_to_yaml(self.config),
-                     "select_metric": self.config.train.select_metric, "value": value},
+                    {
+                        "model": self.core.state_dict(),
+                        "epoch": self.epoch,
+                        "config": config_to_yaml(self.config),
+                        "select_metric": self.config.train.select_metric,
+                        "value": value,
+                    },
                 )
         if self.scheduler is not None:
             self.scheduler.step()

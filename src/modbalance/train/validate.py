@@ -100,7 +100,9 @@ def _check_train(config: ExperimentConfig) -> None:
     if train.device not in ("auto", "cpu", "cuda") and not (
         train.device.startswith("cuda:") and train.device[5:].isdigit()
     ):
-        raise ConfigError(f"train.device={train.device!r} is not allowed. Allowed values: auto, cpu, cuda, cuda:<index>")
+        raise ConfigError(
+            f"train.device={train.device!r} is not allowed. Allowed values: auto, cpu, cuda, cuda:<index>"
+        )
     if train.select_on != "val":
         raise ConfigError(
             f"train.select_on={train.select_on!r} is not allowed. Allowed values: val "
@@ -114,7 +116,11 @@ def _check_data_and_model(config: ExperimentConfig) -> None:
     from modbalance.fusion import FUSIONS
 
     data = config.data
-    splits = {"data.train_split": data.train_split, "data.val_split": data.val_split, "data.test_split": data.test_split}
+    splits = {
+        "data.train_split": data.train_split,
+        "data.val_split": data.val_split,
+        "data.test_split": data.test_split,
+    }
     if data.val_split == data.test_split:
         raise ConfigError(
             f"data.val_split={data.val_split!r} equals data.test_split: model selection on the test split "
@@ -156,20 +162,24 @@ def check_modalities(config: ExperimentConfig, data_modalities: Sequence[str]) -
 
     Example:
         >>> from modbalance.train.config import load_config
-        >>> check_modalities(load_config(None, ["method.name=unimodal:text"]), ["audio", "visual"])
-        Traceback (most recent call last):
-        ...
-        modbalance.train.config.ConfigError: method.name='unimodal:text' names modality 'text', absent from the data. Allowed values: unimodal:audio, unimodal:visual
+        >>> try:
+        ...     check_modalities(load_config(None, ["method.name=unimodal:text"]), ["audio", "visual"])
+        ... except ValueError as error:
+        ...     print(error)
+        method.name='unimodal:text' names modality 'text', absent from the data. Allowed values: unimodal:audio, ...
     """
     data_modalities = list(data_modalities)
     name = config.method.name
     if name.startswith("unimodal:") and name.split(":", 1)[1] not in data_modalities:
         allowed = ", ".join(f"unimodal:{m}" for m in data_modalities)
         raise ConfigError(
-            f"method.name={name!r} names modality {name.split(':', 1)[1]!r}, absent from the data. Allowed values: {allowed}"
+            f"method.name={name!r} names modality {name.split(':', 1)[1]!r}, absent from the data. "
+            f"Allowed values: {allowed}"
         )
     if name in BALANCING_METHODS and name != "joint" and len(data_modalities) < 2:
-        raise ConfigError(f"method.name={name!r} balances modalities and needs two or more; the data has {data_modalities}")
+        raise ConfigError(
+            f"method.name={name!r} balances modalities and needs two or more; the data has {data_modalities}"
+        )
     extra = sorted(set(config.model.encoders) - set(data_modalities))
     if extra:
         raise ConfigError(
