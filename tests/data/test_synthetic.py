@@ -316,6 +316,7 @@ def test_presets() -> None:
     assert list(default.modalities) == ["audio", "visual"]
     assert list(three.modalities) == ["audio", "visual", "text"]
     assert isinstance(default.recipe, LabRecipe)
+    assert hash(default) == hash(lab_preset("default").replace()) and default != three
     # The dominant modality is the linear one; the weak one is non-linearly mixed.
     assert default.modalities["audio"].depth == 0 and default.modalities["visual"].depth >= 1
     for spec in LAB_PRESETS.values():
