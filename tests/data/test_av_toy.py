@@ -15,7 +15,7 @@ def test_layout_and_list_format(tmp_path) -> None:
     train, test = read_rows(root / "train.csv"), read_rows(root / "test.csv")
     assert len(train) == 24 and len(test) == 6  # round(5 * 0.2) = 1 test clip per class
     for name, emotion in train + test:
-        actor, sentence, label, level = name.split("_")
+        actor, _, label, _ = name.split("_")
         assert label == emotion and emotion in CREMAD_CLASSES and 1001 <= int(actor) <= 1091
         assert (root / "AudioWAV" / f"{name}.wav").is_file() and (root / "VideoFlash" / f"{name}.flv").is_file()
     again = make_av_toy_release(tmp_path / "again", per_class=5, seed=3)

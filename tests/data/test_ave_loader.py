@@ -10,15 +10,19 @@ from modbalance.data.ave import AVE
 
 def test_ogm_ge_layout_with_pkl_spectrograms(tmp_path, helpers) -> None:
     (tmp_path / "stat.txt").write_text("Violin, fiddle\nBus\nChurch bell\n")
-    helpers.write_list(tmp_path / "my_train.txt", ['"Violin, fiddle",v1,good,0,10', "Bus,b2,good,0,10",
-                                                   "Church bell,b2,good,0,10", "Bus,b3,good,0,10"], bom=False)
+    helpers.write_list(
+        tmp_path / "my_train.txt",
+        ['"Violin, fiddle",v1,good,0,10', "Bus,b2,good,0,10", "Church bell,b2,good,0,10", "Bus,b3,good,0,10"],
+        bom=False,
+    )
     (tmp_path / "audio_spec").mkdir()
     for vid in ("v1", "b2", "b3"):
         with open(tmp_path / "audio_spec" / f"{vid}.pkl", "wb") as handle:
             pickle.dump(np.zeros((257, 1004), dtype=np.float32), handle)
         helpers.write_frames(tmp_path / "visual" / vid, 10)
-    dataset = AVE(tmp_path, "train", layout="ogm_ge", frame_sampling="balancebench", audio_shape_check=True,
-                  train=False)
+    dataset = AVE(
+        tmp_path, "train", layout="ogm_ge", frame_sampling="balancebench", audio_shape_check=True, train=False
+    )
     assert dataset.classes == ["Bus", "Church bell", "Violin, fiddle"]
     assert [(r.name, r.label) for r in dataset.records] == [("v1", 2), ("b3", 0)]
     dropped = dataset.report_skipped()

@@ -55,14 +55,16 @@ def test_eval_frames_are_deterministic_segment_centres(ogm_ge_root, helpers) -> 
     first = test[0][0]["visual"]
     assert helpers.frame_ids(first) == [1, 3]  # 4 frames, 2 segments: centres floor(1), floor(3)
     assert torch.equal(first, test[0][0]["visual"])
-    assert helpers.frame_ids(CremaD(ogm_ge_root, "test", layout="ogm_ge", frames=3, frame_sampling="first",
-                                    modalities="visual")[0][0]["visual"]) == [0, 1, 2]
+    assert helpers.frame_ids(
+        CremaD(ogm_ge_root, "test", layout="ogm_ge", frames=3, frame_sampling="first", modalities="visual")[0][0][
+            "visual"
+        ]
+    ) == [0, 1, 2]
 
 
 def test_train_frames_are_seeded_per_epoch_and_worker_independent(ogm_ge_root, helpers) -> None:
     def frames_of(seed, epoch, index=0):
-        dataset = CremaD(ogm_ge_root, "train", layout="ogm_ge", frames=2, seed=seed, modalities="visual",
-                         image_size=32)
+        dataset = CremaD(ogm_ge_root, "train", layout="ogm_ge", frames=2, seed=seed, modalities="visual", image_size=32)
         dataset.set_epoch(epoch)
         return dataset[index][0]["visual"]
 
@@ -89,7 +91,9 @@ def test_balancebench_layout_reads_pt_fbanks(tmp_path, helpers) -> None:
     assert inputs["audio"].shape == (1, 300, 128) and inputs["visual"].shape == (3, 2, 224, 224)
     assert target == 5
     strict = CremaD(tmp_path, "train", layout="balancebench", audio_frames=1024)
-    with pytest.raises(DataFileError, match=r"1001_DFA_ANG_XX\.pt: spectrogram shape \(300, 128\), expected \(1024, 128\)"):
+    with pytest.raises(
+        DataFileError, match=r"1001_DFA_ANG_XX\.pt: spectrogram shape \(300, 128\), expected \(1024, 128\)"
+    ):
         strict[0]
 
 
@@ -129,7 +133,7 @@ def test_corrupt_media_raise_naming_the_file_or_skip_with_a_count(ogm_ge_root) -
     targets = [skipping[i][1] for i in range(3)]
     assert targets == [3, 3, 3]  # samples 0 and 2 are replaced by the next readable one (sample 1, HAP)
     report = skipping.report_skipped()
-    assert sorted((s.index, s.reason) for s in report) == [(0, "corrupt"), (2, "corrupt")]
+    assert sorted((s.sample, s.reason) for s in report) == [(0, "corrupt"), (2, "corrupt")]
 
 
 def test_skips_in_dataloader_workers_reach_the_main_process(ogm_ge_root) -> None:
@@ -139,7 +143,7 @@ def test_skips_in_dataloader_workers_reach_the_main_process(ogm_ge_root) -> None
     batches = list(loader)
     assert len(batches) == 3
     report = dataset.report_skipped()
-    assert [(s.index, s.reason) for s in report] == [(0, "corrupt")]
+    assert [(s.sample, s.reason) for s in report] == [(0, "corrupt")]
     assert "cannot decode audio" in report[0].message and NAMES[0] in report[0].message
 
 

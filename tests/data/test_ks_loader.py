@@ -37,7 +37,9 @@ def test_balancebench_layout_shapes_labels_and_frames(bb_root, helpers) -> None:
 
 def test_balancebench_bad_labels_and_shapes(bb_root, helpers) -> None:
     helpers.write_list(bb_root / "my_test.txt", ["c_1 10 31"])
-    with pytest.raises(ValueError, match=r"my_test\.txt: row 1 \('c_1'\) has label '31', expected an integer in \[0, 31\)"):
+    with pytest.raises(
+        ValueError, match=r"my_test\.txt: row 1 \('c_1'\) has label '31', expected an integer in \[0, 31\)"
+    ):
         KineticsSounds(bb_root, "test", layout="balancebench")
     helpers.write_list(bb_root / "my_test.txt", ["c_1 10 2"])
     media.save_array(bb_root / "audio_test" / "c_1.npy", np.zeros((998, 128), dtype=np.float32))
@@ -55,9 +57,11 @@ def _jpeg(value: int) -> bytes:
 
 @pytest.fixture()
 def tpami_root(tmp_path):
-    database = {"k_000001_000011": {"subset": "training", "label": "bowling"},
-                "k_2": {"subset": "testing", "label": "singing"},
-                "k_3": {"subset": "validation", "label": "tickling"}}
+    database = {
+        "k_000001_000011": {"subset": "training", "label": "bowling"},
+        "k_2": {"subset": "testing", "label": "singing"},
+        "k_3": {"subset": "validation", "label": "tickling"},
+    }
     (tmp_path / "KS_train_val.json").write_text(json.dumps({"labels": list(KS_CLASSES), "database": database}))
     for name in database:
         media.write_hdf5_frames(tmp_path / "hdf5" / f"{name}.hdf5", [_jpeg(20 * k) for k in range(10)])
@@ -68,8 +72,9 @@ def tpami_root(tmp_path):
 
 
 def test_tpami_layout_reads_hdf5_and_pkl(tpami_root, helpers) -> None:
-    test = KineticsSounds(tpami_root, "test", layout="tpami", frame_sampling="ends", image_size=112,
-                          eval_resize="short_center")
+    test = KineticsSounds(
+        tpami_root, "test", layout="tpami", frame_sampling="ends", image_size=112, eval_resize="short_center"
+    )
     inputs, target = test[0]
     assert inputs["audio"].shape == (1, 257, 1003) and inputs["visual"].shape == (3, 3, 112, 112)
     assert target == KS_CLASSES.index("singing")

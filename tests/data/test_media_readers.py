@@ -37,12 +37,15 @@ def test_wav_round_trip_mixes_channels_and_resamples(tmp_path) -> None:
     assert abs(np.argmax(spectrum) * 22050 / len(wave22) - 440) < 2
 
 
-@pytest.mark.parametrize(("suffix", "position", "expected"), [
-    (".avi", "first", [0, 10, 20, 30]),  # 3.5 s at 10 fps: seconds 0..3
-    (".mp4", "first", [0, 10, 20, 30]),
-    (".flv", "first", [0, 10, 20, 30]),
-    (".mp4", "middle", [5, 15, 25]),
-])
+@pytest.mark.parametrize(
+    ("suffix", "position", "expected"),
+    [
+        (".avi", "first", [0, 10, 20, 30]),  # 3.5 s at 10 fps: seconds 0..3
+        (".mp4", "first", [0, 10, 20, 30]),
+        (".flv", "first", [0, 10, 20, 30]),
+        (".mp4", "middle", [5, 15, 25]),
+    ],
+)
 def test_video_frames_are_the_first_or_middle_of_each_second(tmp_path, suffix, position, expected) -> None:
     path = tmp_path / f"clip{suffix}"
     media.write_video(path, _numbered_frames(35), fps=10)

@@ -19,9 +19,13 @@ def _split(rng, scores, audio_len=500, text_len=50):
     n = len(scores)
     audio = rng.normal(size=(n, audio_len, 74)).astype(np.float32)
     audio[0, :3, 0] = -np.inf  # COVAREP holds -inf
-    return {"text": rng.normal(size=(n, text_len, 300)), "audio": audio,
-            "vision": rng.normal(size=(n, audio_len, 35)), "labels": np.array(scores).reshape(n, 1, 1),
-            "id": np.array([[f"clip{i}", "0"] for i in range(n)])}
+    return {
+        "text": rng.normal(size=(n, text_len, 300)),
+        "audio": audio,
+        "vision": rng.normal(size=(n, audio_len, 35)),
+        "labels": np.array(scores).reshape(n, 1, 1),
+        "id": np.array([[f"clip{i}", "0"] for i in range(n)]),
+    }
 
 
 @pytest.fixture()
@@ -35,7 +39,7 @@ def raw(tmp_path):
 
 def test_mult_pickle_loader_shapes_labels_and_inf(raw) -> None:
     train = CMUMOSEI(raw, "train", layout="mult")
-    inputs, target = train[0]
+    inputs, _ = train[0]
     assert {k: tuple(v.shape) for k, v in inputs.items()} == DATASET_PRESETS["mosei/balancebench"]["shapes"]
     assert [train[i][1] for i in range(5)] == [0, 1, 1, 0, 1]  # zero counts as positive
     assert train.nonfinite["audio"] == 3 and float(inputs["audio"][:3, 0].abs().sum()) == 0.0

@@ -15,10 +15,17 @@ def test_unknown_names_and_options_list_the_valid_ones(tmp_path) -> None:
         preset_data_options("cremad/x")
 
 
-@pytest.mark.parametrize(("name", "count", "modalities"), [
-    ("cremad", 6, ("audio", "visual")), ("ks", 31, ("audio", "visual")), ("vggsound", 309, ("audio", "visual")),
-    ("ave", 28, ("audio", "visual")), ("ucf101", 101, ("visual", "flow")), ("mosei", 2, ("audio", "visual", "text")),
-])
+@pytest.mark.parametrize(
+    ("name", "count", "modalities"),
+    [
+        ("cremad", 6, ("audio", "visual")),
+        ("ks", 31, ("audio", "visual")),
+        ("vggsound", 309, ("audio", "visual")),
+        ("ave", 28, ("audio", "visual")),
+        ("ucf101", 101, ("visual", "flow")),
+        ("mosei", 2, ("audio", "visual", "text")),
+    ],
+)
 def test_dataset_info_counts(name, count, modalities) -> None:
     info = dataset_info(name)
     assert info.num_classes == count and info.modalities == modalities

@@ -8,8 +8,16 @@ import pytest
 from modbalance.data import media
 
 
-def write_clip(path: Path, seconds: float = 3.0, *, fps: int = 10, audio: bool = True, hz: float = 440.0,
-               motion: int = 0, seed: int = 0) -> None:
+def write_clip(
+    path: Path,
+    seconds: float = 3.0,
+    *,
+    fps: int = 10,
+    audio: bool = True,
+    hz: float = 440.0,
+    motion: int = 0,
+    seed: int = 0,
+) -> None:
     """A 64 × 48 video of a textured background with a bright square moving ``motion`` px/frame to the right."""
     rng = np.random.default_rng(seed)
     count = int(seconds * fps)

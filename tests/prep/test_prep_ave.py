@@ -35,9 +35,14 @@ def test_prep_ave_classes_duplicates_and_missing(raw, tmp_path) -> None:
     out = tmp_path / "out"
     manifest = prepare("ave", raw, out)
     assert manifest["classes"] == ["Baby cry, infant cry", "Bus", "Church bell", "Truck", "Violin, fiddle"]
-    assert sorted((e["name"], e["reason"]) for e in manifest["skipped"]) == [("gone", "missing"), ("twice", "duplicate")]
-    assert read_rows(out / "splits" / "train.csv", header="name") == [["RUhOCu3LNXM", "Church bell"],
-                                                                     ["v1", "Violin, fiddle"]]
+    assert sorted((e["name"], e["reason"]) for e in manifest["skipped"]) == [
+        ("gone", "missing"),
+        ("twice", "duplicate"),
+    ]
+    assert read_rows(out / "splits" / "train.csv", header="name") == [
+        ["RUhOCu3LNXM", "Church bell"],
+        ["v1", "Violin, fiddle"],
+    ]
     assert np.load(layout.audio_file(out, "a2", "b1")).shape == (257, 1004)
     test = AVE(out, "test")
     inputs, target = test[0]

@@ -1,6 +1,7 @@
 """``modbalance prep cremad`` on a small raw release with bad clips mixed in; then the loader on its output."""
 
 import json
+
 import numpy as np
 import pytest
 import torch
@@ -62,8 +63,12 @@ def test_bad_clips_are_skipped_and_recorded_with_reasons(raw, tmp_path) -> None:
     truncated, corrupt_video, missing = _break_some_clips(raw)
     manifest = prepare("cremad", raw, tmp_path / "out")
     reasons = {entry["name"]: entry["reason"] for entry in manifest["skipped"]}
-    assert reasons == {truncated: "corrupt", corrupt_video: "corrupt", missing: "missing",
-                       "1091_WSI_BOR_XX": "unknown_label"}
+    assert reasons == {
+        truncated: "corrupt",
+        corrupt_video: "corrupt",
+        missing: "missing",
+        "1091_WSI_BOR_XX": "unknown_label",
+    }
     messages = {entry["name"]: entry["message"] for entry in manifest["skipped"]}
     assert f"{truncated}.wav" in messages[truncated] and f"{corrupt_video}.flv" in messages[corrupt_video]
     assert manifest["counts"]["prepared"] == 15 and manifest["counts"]["failed"] == 2
@@ -115,8 +120,22 @@ def test_parallel_workers_give_the_same_outputs(raw, tmp_path) -> None:
 
 
 def test_cli_prep_and_several_recipes(raw, tmp_path, capsys) -> None:
-    code = main(["prep", "cremad", "--raw", str(raw), "--out", str(tmp_path / "o"), "--audio-recipe", "a1,a2_3s,a3",
-                 "--fps", "2", "--frame-size", "32"])
+    code = main(
+        [
+            "prep",
+            "cremad",
+            "--raw",
+            str(raw),
+            "--out",
+            str(tmp_path / "o"),
+            "--audio-recipe",
+            "a1,a2_3s,a3",
+            "--fps",
+            "2",
+            "--frame-size",
+            "32",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert '"prepared": 18' in printed and "manifest.json" in printed
@@ -136,7 +155,10 @@ def test_unknown_prep_options_are_errors(raw, tmp_path) -> None:
         prepare("crema", raw, tmp_path / "o")
 
 
-def test_loader_reads_the_prepared_output(raw, tmp_path, ) -> None:
+def test_loader_reads_the_prepared_output(
+    raw,
+    tmp_path,
+) -> None:
     out = tmp_path / "out"
     prepare("cremad", raw, out, recipes=("a1", "a3"))
     train = CremaD(out, "train")

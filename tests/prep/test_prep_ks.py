@@ -21,8 +21,11 @@ def raw(tmp_path, clip_writer, text_writer):
     root = tmp_path / "raw"
     for k, name in enumerate(TRAIN + TEST):
         clip_writer(root / ("train" if name in TRAIN else "test") / "sub" / f"{name}.mp4", seconds=3.2, seed=k)
-    text_writer(root / "my_train.txt", [f"{TRAIN[0]},10,0", f"{TRAIN[1]},10,30", f"{TRAIN[2]},10,12",
-                                        "zzz_000000_000010,10,5", "yyy_1,10,31"], crlf=True)
+    text_writer(
+        root / "my_train.txt",
+        [f"{TRAIN[0]},10,0", f"{TRAIN[1]},10,30", f"{TRAIN[2]},10,12", "zzz_000000_000010,10,5", "yyy_1,10,31"],
+        crlf=True,
+    )
     text_writer(root / "my_test.txt", [f"{TEST[0]},10,25", f"{TEST[1]},10,7"])
     return root
 
@@ -55,9 +58,11 @@ def test_shapes_reaching_the_encoders_under_each_preset(raw, tmp_path, preset) -
 def test_tpami_json_lists_give_train_val_test(raw, tmp_path) -> None:
     for name in ("my_train.txt", "my_test.txt"):
         (raw / name).unlink()
-    database = {TRAIN[0]: {"subset": "training", "label": "bowling"},
-                TRAIN[1]: {"subset": "validation", "label": "singing"},
-                TEST[0]: {"subset": "testing", "label": "tickling"}}
+    database = {
+        TRAIN[0]: {"subset": "training", "label": "bowling"},
+        TRAIN[1]: {"subset": "validation", "label": "singing"},
+        TEST[0]: {"subset": "testing", "label": "tickling"},
+    }
     (raw / "KS_train_val.json").write_text(json.dumps({"labels": list(KS_CLASSES), "database": database}))
     out = tmp_path / "out"
     manifest = prepare("ks", raw, out)

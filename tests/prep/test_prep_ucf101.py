@@ -26,10 +26,16 @@ def raw(tmp_path, clip_writer, text_writer):
         clip_writer(root / "UCF-101" / path, seconds=2.5, audio=False, motion=motion, seed=k)
     lists = root / "ucfTrainTestlist"
     text_writer(lists / "classInd.txt", CLASSIND, crlf=True)
-    text_writer(lists / "trainlist01.txt", ["ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi 1",
-                                            "HandstandPushups/v_HandStandPushups_g01_c01.avi 3",
-                                            "apple/v_apple_g01_c01.avi 4",
-                                            "Basketball/v_Basketball_g09_c01.avi 2"], crlf=True)
+    text_writer(
+        lists / "trainlist01.txt",
+        [
+            "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi 1",
+            "HandstandPushups/v_HandStandPushups_g01_c01.avi 3",
+            "apple/v_apple_g01_c01.avi 4",
+            "Basketball/v_Basketball_g09_c01.avi 2",
+        ],
+        crlf=True,
+    )
     text_writer(lists / "testlist01.txt", ["Basketball/v_Basketball_g01_c01.avi"], crlf=True)
     return root
 
@@ -60,7 +66,7 @@ def test_loader_shapes_orders_and_flow_flip(raw, tmp_path) -> None:
     prepare("ucf101", raw, out)
     options = preset_data_options("ucf101/modbalance")
     train = build_dataset(options.pop("name"), out, "train", **options)
-    inputs, target = train[0]
+    inputs, _ = train[0]
     assert {k: tuple(v.shape) for k, v in inputs.items()} == DATASET_PRESETS["ucf101/modbalance"]["shapes"]
     assert [train.classes[r.label] for r in train.records] == ["ApplyEyeMakeup", "HandstandPushups", "apple"]
     classind = UCF101(out, "train", label_order="classind", flow_channels=3, image_size=32)
@@ -81,12 +87,16 @@ def test_twostream_layout_reads_community_folders(tmp_path, text_writer) -> None
         for k in range(6):
             media.save_jpeg(tmp_path / "jpegs_256" / name / f"frame{k + 1:06d}.jpg", np.full((48, 64, 3), 9, np.uint8))
             for part, value in (("u", 200), ("v", 60)):
-                media.save_jpeg(tmp_path / "tvl1_flow" / part / name / f"frame{k + 1:06d}.jpg",
-                                np.full((48, 64), value, np.uint8))
+                media.save_jpeg(
+                    tmp_path / "tvl1_flow" / part / name / f"frame{k + 1:06d}.jpg", np.full((48, 64), value, np.uint8)
+                )
     test = UCF101(tmp_path, "test", layout="twostream", image_size=16)
     inputs, target = test[0]
     assert inputs["flow"].shape == (2, 3, 16, 16) and target == 0
-    assert abs(float(inputs["flow"][0].mean()) - 200 / 255) < 0.01 and abs(float(inputs["flow"][1].mean()) - 60 / 255) < 0.01
+    assert (
+        abs(float(inputs["flow"][0].mean()) - 200 / 255) < 0.01
+        and abs(float(inputs["flow"][1].mean()) - 60 / 255) < 0.01
+    )
     train = UCF101(tmp_path, "train", layout="twostream", image_size=16)
     flips = [train[0][0]["flow"][0].mean().item() for epoch in range(8) if train.set_epoch(epoch) is None]
     assert any(abs(f - (255 - 200) / 255) < 0.01 for f in flips)  # a flipped clip has u negated: 255 - u

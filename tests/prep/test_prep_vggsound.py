@@ -13,7 +13,7 @@ from modbalance.prep import prepare
 
 CSV = [
     "glLQrEijrKg,300,dog barking,train",
-    "aaaaaaaaaaa,0,\"people marching, crowd\",train",
+    'aaaaaaaaaaa,0,"people marching, crowd",train',
     "bbbbbbbbbbb,15,cat purring,test",
     "ccccccccccc,20,zebra braying,train",  # not downloaded: its class still counts
 ]
@@ -72,8 +72,11 @@ def test_ogm_ge_layout_computes_a1p_from_wav(tmp_path, text_writer, clip_writer)
     ids = {"glLQrEijrKg_300": "train", "aaaaaaaaaaa_0": "train", "bbbbbbbbbbb_15": "test"}
     for k, (name, split) in enumerate(ids.items()):
         t = np.arange(16000 * 3) / 16000
-        media.write_wav(tmp_path / f"{split}-audios" / f"{split}-set" / f"{name}.wav",
-                        (0.2 * np.sin(2 * np.pi * 300 * (k + 1) * t)).astype(np.float32), 16000)
+        media.write_wav(
+            tmp_path / f"{split}-audios" / f"{split}-set" / f"{name}.wav",
+            (0.2 * np.sin(2 * np.pi * 300 * (k + 1) * t)).astype(np.float32),
+            16000,
+        )
         folder = tmp_path / f"{split}-videos" / f"{split}-set-img" / "Image-01-FPS" / f"{name}.mp4"
         folder.mkdir(parents=True)
         for i in range(4):

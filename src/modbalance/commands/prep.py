@@ -28,13 +28,24 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--raw", required=True, help="the raw release folder")
     parser.add_argument("--out", required=True, help="output folder (created)")
     parser.add_argument("--workers", type=int, default=0, help="worker processes (0: in this process)")
-    parser.add_argument("--splits", dest="splits_dir", default=None,
-                        help="folder with the split lists, if not in --raw (cremad, ks, vggsound, ave, ucf101)")
-    parser.add_argument("--audio-recipe", default=None,
-                        help="comma-separated audio recipes (a1, a1p, a2, a2_3s, a3, a4); default per dataset")
+    parser.add_argument(
+        "--splits",
+        dest="splits_dir",
+        default=None,
+        help="folder with the split lists, if not in --raw (cremad, ks, vggsound, ave, ucf101)",
+    )
+    parser.add_argument(
+        "--audio-recipe",
+        default=None,
+        help="comma-separated audio recipes (a1, a1p, a2, a2_3s, a3, a4); default per dataset",
+    )
     parser.add_argument("--fps", type=float, default=None, help="frames kept per second (default 1)")
-    parser.add_argument("--frame-position", choices=("first", "middle"), default=None,
-                        help="frame kept in each second: first (OGM-GE) or middle (HDF5 tool)")
+    parser.add_argument(
+        "--frame-position",
+        choices=("first", "middle"),
+        default=None,
+        help="frame kept in each second: first (OGM-GE) or middle (HDF5 tool)",
+    )
     parser.add_argument("--frame-size", type=int, default=None, help="resize frames to this short side (0: keep)")
     parser.add_argument("--jpeg-quality", type=int, default=None, help="JPEG quality (default 95)")
     parser.add_argument("--max-frames", type=int, default=None, help="keep at most this many frames per clip")
@@ -63,8 +74,13 @@ def run(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         manifest = prepare(
-            args.dataset, args.raw, args.out, workers=args.workers, recipes=recipes,
-            progress=False if args.quiet else None, **options,
+            args.dataset,
+            args.raw,
+            args.out,
+            workers=args.workers,
+            recipes=recipes,
+            progress=False if args.quiet else None,
+            **options,
         )
     except (ValueError, FileNotFoundError) as error:
         print(f"modbalance prep: error: {error}", file=sys.stderr)

@@ -109,12 +109,14 @@ def make_av_toy_release(
     train_rows: list[str] = []
     test_rows: list[str] = []
     used: set[str] = set()
-    for label, (emotion, tone, shape) in enumerate(zip(CREMAD_CLASSES, TONE_HZ, SHAPES)):
-        n_test = int(round(per_class * test_fraction))
+    for emotion, tone, shape in zip(CREMAD_CLASSES, TONE_HZ, SHAPES, strict=True):
+        n_test = round(per_class * test_fraction)
         for k in range(per_class):
             while True:
-                name = (f"{1001 + int(rng.integers(0, 91))}_{_SENTENCES[int(rng.integers(0, 12))]}_"
-                        f"{emotion}_{_LEVELS[int(rng.integers(0, 4))]}")
+                name = (
+                    f"{1001 + int(rng.integers(0, 91))}_{_SENTENCES[int(rng.integers(0, 12))]}_"
+                    f"{emotion}_{_LEVELS[int(rng.integers(0, 4))]}"
+                )
                 if name not in used:
                     used.add(name)
                     break
@@ -128,7 +130,6 @@ def make_av_toy_release(
             frames = np.stack([_draw(shape, width, height, rng, visual_noise) for _ in range(n_frames)])
             media.write_video(root / "VideoFlash" / f"{name}{video_suffix}", frames, fps)
             (test_rows if k < n_test else train_rows).append(f"{name},{emotion}")
-        del label
     for file_name, rows in (("train.csv", train_rows), ("test.csv", test_rows)):
         text = "\ufeff" + "".join(f"{row}\r\n" for row in rows)
         (root / file_name).write_bytes(text.encode("utf-8"))

@@ -58,9 +58,7 @@ def read_ave_list(path: PathLike) -> list[tuple[str, str]]:
     return out
 
 
-def drop_duplicates(
-    rows: list[tuple[str, str]], source: PathLike
-) -> tuple[list[tuple[str, str]], list[SkippedSample]]:
+def drop_duplicates(rows: list[tuple[str, str]], source: PathLike) -> tuple[list[tuple[str, str]], list[SkippedSample]]:
     """Remove every video listed with more than one category; identical repeats are kept once.
 
     Example:

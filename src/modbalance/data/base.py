@@ -62,9 +62,9 @@ class ClipRecord:
 
 
 class SkippedSample(NamedTuple):
-    """A sample that was skipped: where, why, and the error message (which names the file)."""
+    """A sample that was skipped: its index (−1 if dropped while reading the split), name, reason, message."""
 
-    index: int
+    sample: int
     name: str
     reason: str
     message: str
@@ -275,8 +275,13 @@ class ClipDataset(Dataset[tuple[dict[str, Tensor], int]]):
             for item in found:
                 counts[item.reason] = counts.get(item.reason, 0) + 1
             summary = ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))
-            logger.warning("%s: skipped %d samples (%s); first: %s", self.source or "dataset", len(found),
-                           summary, found[0].message)
+            logger.warning(
+                "%s: skipped %d samples (%s); first: %s",
+                self.source or "dataset",
+                len(found),
+                summary,
+                found[0].message,
+            )
         self._early.clear()
         self._codes.zero_()
         self._messages.clear()
@@ -311,7 +316,8 @@ class ClipDataset(Dataset[tuple[dict[str, Tensor], int]]):
                 )
                 if not ok:
                     raise DataFileError(
-                        path, f"spectrogram shape {tuple(array.shape)}, expected {expected} (recipe {spec.recipe})",
+                        path,
+                        f"spectrogram shape {tuple(array.shape)}, expected {expected} (recipe {spec.recipe})",
                         reason="bad_shape",
                     )
             if spec.crop is not None:
@@ -333,10 +339,8 @@ class ClipDataset(Dataset[tuple[dict[str, Tensor], int]]):
 
     def _crop_columns(self, array: Tensor, width: int, generator: torch.Generator | None) -> Tensor:
         extra = array.shape[-1] - width
-        if generator is not None:
-            start = int(torch.randint(0, extra + 1, (1,), generator=generator))
-        else:
-            start = extra // 2
+        random = generator is not None
+        start = int(torch.randint(0, extra + 1, (1,), generator=generator)) if random else extra // 2
         return array[..., start : start + width]
 
     def _frame_sources(self, folder_or_file: str) -> tuple[list[Any], bool]:
@@ -359,14 +363,13 @@ class ClipDataset(Dataset[tuple[dict[str, Tensor], int]]):
             raise DataFileError(record.visual, f"frames of different sizes {sorted(sizes)}", reason="bad_shape")
         return self.image(images, generator), chosen
 
-    def _load_flow(
-        self, record: ClipRecord, generator: torch.Generator | None, chosen: list[int] | None
-    ) -> Tensor:
+    def _load_flow(self, record: ClipRecord, generator: torch.Generator | None, chosen: list[int] | None) -> Tensor:
         assert record.flow_u is not None and record.flow_v is not None
         u_files, v_files = media.list_images(record.flow_u), media.list_images(record.flow_v)
         if len(u_files) != len(v_files):
             raise DataFileError(
-                record.flow_u, f"{len(u_files)} u frames but {len(v_files)} v frames in {record.flow_v}",
+                record.flow_u,
+                f"{len(u_files)} u frames but {len(v_files)} v frames in {record.flow_v}",
                 reason="bad_shape",
             )
         if chosen is None or max(chosen) >= len(u_files):

@@ -146,7 +146,11 @@ class CremaD(ClipDataset):
             list_path = lay.split_file(root, split)
         else:
             list_path = Path(splits_dir or root) / f"{split}.csv"
-        rows = read_prepared_split(list_path) if layout == "modbalance" and split_file is None else read_cremad_list(list_path)
+        rows = (
+            read_prepared_split(list_path)
+            if layout == "modbalance" and split_file is None
+            else read_cremad_list(list_path)
+        )
         labelled, skipped = map_labels(rows, classes, list_path, on_error)
         if layout == "modbalance":
             audio = AudioSpec(audio_recipe, get_recipe(audio_recipe).shape)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from os import PathLike
+from typing import Any
 
 #: Reasons a clip can be skipped, as written in manifests and skip reports.
 SKIP_REASONS: tuple[str, ...] = (
@@ -41,8 +42,8 @@ class DataFileError(ValueError):
         # Keep the keyword-only reason when the error crosses a process boundary (DataLoader workers, prep pool).
         return (type(self), (self.path, self.problem), {"reason": self.reason})
 
-    def __setstate__(self, state: dict[str, str]) -> None:
-        self.reason = state["reason"]
+    def __setstate__(self, state: dict[str, Any] | None) -> None:
+        self.reason = str((state or {}).get("reason", "corrupt"))
 
 
 class MissingFileError(FileNotFoundError):

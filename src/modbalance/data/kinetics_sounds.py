@@ -23,7 +23,14 @@ import os
 from pathlib import Path
 
 from modbalance.data import layout as lay
-from modbalance.data._common import check_common, image_transform, index_labels, map_labels, parse_modalities, resolve_train
+from modbalance.data._common import (
+    check_common,
+    image_transform,
+    index_labels,
+    map_labels,
+    parse_modalities,
+    resolve_train,
+)
 from modbalance.data.base import AudioSpec, ClipDataset, ClipRecord, check_choice
 from modbalance.data.errors import DataFileError, MissingFileError
 from modbalance.data.spectrogram import get_recipe
@@ -87,7 +94,9 @@ def read_ks_json(path: PathLike, subset: str) -> tuple[list[str], list[tuple[str
         labels = [str(name) for name in data["labels"]]
         rows = [(name, str(entry["label"])) for name, entry in data["database"].items() if entry["subset"] == subset]
     except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise DataFileError(path, f"not a KS JSON with 'labels' and 'database' ({type(error).__name__}: {error})") from error
+        raise DataFileError(
+            path, f"not a KS JSON with 'labels' and 'database' ({type(error).__name__}: {error})"
+        ) from error
     return labels, rows
 
 

@@ -153,7 +153,7 @@ def read_video_audio(path: PathLike, sample_rate: int) -> np.ndarray:
     path = _existing(path)
     np = require("numpy")
     av = require("av", "decoding video")
-    chunks: list[np.ndarray] = []
+    chunks: list[Any] = []
     try:
         with av.open(str(path)) as container:
             if not container.streams.audio:

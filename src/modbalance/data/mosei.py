@@ -122,8 +122,9 @@ def check_split_arrays(arrays: dict[str, Any], source: str) -> tuple[dict[str, T
             raise DataFileError(source, f"missing the {modality!r} array", reason="bad_shape")
         array = np.asarray(arrays[modality], dtype=np.float32)
         if array.ndim != 3 or array.shape[2] != width:
-            raise DataFileError(source, f"{modality} has shape {array.shape}, expected (N, L, {width})",
-                                reason="bad_shape")
+            raise DataFileError(
+                source, f"{modality} has shape {array.shape}, expected (N, L, {width})", reason="bad_shape"
+            )
         bad = ~np.isfinite(array)
         nonfinite[modality] = int(bad.sum())
         array = np.where(bad, np.float32(0.0), array)

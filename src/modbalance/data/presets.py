@@ -29,8 +29,13 @@ import copy
 from typing import Any
 
 #: The OGM-GE code's training settings (argparse defaults of ``main.py``) [OGM-GE code].
-_OGM_GE_SGD = {"name": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-4,
-               "scheduler": {"name": "step", "step_size": 70, "gamma": 0.1}}
+_OGM_GE_SGD = {
+    "name": "sgd",
+    "lr": 1e-3,
+    "momentum": 0.9,
+    "weight_decay": 1e-4,
+    "scheduler": {"name": "step", "step_size": 70, "gamma": 0.1},
+}
 _OGM_GE_TRAIN = {"batch_size": 64, "epochs": 100, "seed": 0}
 #: The 224-px visual pipeline of the OGM-GE loaders (crop and flip drawn per frame) [OGM-GE code].
 _AV_224 = {"image_size": 224, "crop": "per_frame", "crop_scale_min": 0.08, "eval_resize": "square"}
@@ -43,10 +48,21 @@ DATASET_PRESETS: dict[str, dict[str, Any]] = {
     # Frame choice: the reference draws random indices but reads the first entries of an unsorted listing
     # (DATASETS.md 1.2); we use the intended behaviour, segment sampling over the sorted frames.
     "cremad/ogm_ge": {
-        "data": {"name": "cremad", "layout": "modbalance", "audio_recipe": "a1", "frames": 1,
-                 "frame_sampling": "segment", "label_order": "ogm_ge", **_AV_224},
-        "model": {"encoders": {"audio": "resnet18", "visual": "resnet18"}, "pretrained": False,
-                  "fusion": "concat", "num_classes": 6},
+        "data": {
+            "name": "cremad",
+            "layout": "modbalance",
+            "audio_recipe": "a1",
+            "frames": 1,
+            "frame_sampling": "segment",
+            "label_order": "ogm_ge",
+            **_AV_224,
+        },
+        "model": {
+            "encoders": {"audio": "resnet18", "visual": "resnet18"},
+            "pretrained": False,
+            "fusion": "concat",
+            "num_classes": 6,
+        },
         "optim": copy.deepcopy(_OGM_GE_SGD),
         "method": {"ogm": {"variant": "ogm_ge", "alpha": 0.8, "start_epoch": 0, "end_epoch": 50, "noise": True}},
         "train": dict(_OGM_GE_TRAIN),
@@ -58,15 +74,36 @@ DATASET_PRESETS: dict[str, dict[str, Any]] = {
     # defaults q_base 0.5, lambda 0.5, p_exe 0.7 [TPAMI code] (per-dataset values are not published).
     # Warm-up: the TPAMI code hard-codes no modulation in epochs 0-5 [TPAMI code].
     "cremad/tpami": {
-        "data": {"name": "cremad", "layout": "modbalance", "audio_recipe": "a1", "frames": 1,
-                 "frame_sampling": "segment", "label_order": "sorted", **_AV_224},
-        "model": {"encoders": {"audio": "resnet18", "visual": "resnet18"}, "pretrained": False,
-                  "fusion": "concat", "num_classes": 6},
-        "optim": {"name": "adamw", "lr": 1e-3, "weight_decay": 0.01,
-                  "scheduler": {"name": "step", "step_size": 20, "gamma": 0.1}},
+        "data": {
+            "name": "cremad",
+            "layout": "modbalance",
+            "audio_recipe": "a1",
+            "frames": 1,
+            "frame_sampling": "segment",
+            "label_order": "sorted",
+            **_AV_224,
+        },
+        "model": {
+            "encoders": {"audio": "resnet18", "visual": "resnet18"},
+            "pretrained": False,
+            "fusion": "concat",
+            "num_classes": 6,
+        },
+        "optim": {
+            "name": "adamw",
+            "lr": 1e-3,
+            "weight_decay": 0.01,
+            "scheduler": {"name": "step", "step_size": 20, "gamma": 0.1},
+        },
         "method": {
-            "ogm": {"variant": "ogm_ge", "alpha": 2.6, "start_epoch": 0, "end_epoch": 80, "warmup_epochs": 5,
-                    "noise": True},
+            "ogm": {
+                "variant": "ogm_ge",
+                "alpha": 2.6,
+                "start_epoch": 0,
+                "end_epoch": 80,
+                "warmup_epochs": 5,
+                "noise": True,
+            },
             "opm": {"q_base": 0.5, "lam": 0.5, "p_exe": 0.7, "start_epoch": 6},
         },
         "train": {"batch_size": 32, "epochs": 100, "seed": 0},
@@ -77,12 +114,27 @@ DATASET_PRESETS: dict[str, dict[str, Any]] = {
     # window 0-80 [BB code]. BalanceBench's CREMA-D .pt length is not published; 1024 frames here (DATASETS.md 2.1).
     # These are the settings behind the CREMA-D column of METHOD.md 12.
     "cremad/balancebench": {
-        "data": {"name": "cremad", "layout": "modbalance", "audio_recipe": "a3", "frames": 2,
-                 "frame_sampling": "balancebench", "label_order": "ogm_ge", **_AV_224},
-        "model": {"encoders": {"audio": "resnet18", "visual": "resnet18"}, "pretrained": False,
-                  "fusion": "concat", "num_classes": 6},
-        "optim": {"name": "adamw", "lr": 1e-3, "weight_decay": 0.01,
-                  "scheduler": {"name": "step", "step_size": 10, "gamma": 0.1}},
+        "data": {
+            "name": "cremad",
+            "layout": "modbalance",
+            "audio_recipe": "a3",
+            "frames": 2,
+            "frame_sampling": "balancebench",
+            "label_order": "ogm_ge",
+            **_AV_224,
+        },
+        "model": {
+            "encoders": {"audio": "resnet18", "visual": "resnet18"},
+            "pretrained": False,
+            "fusion": "concat",
+            "num_classes": 6,
+        },
+        "optim": {
+            "name": "adamw",
+            "lr": 1e-3,
+            "weight_decay": 0.01,
+            "scheduler": {"name": "step", "step_size": 10, "gamma": 0.1},
+        },
         "method": {
             "ogm": {"variant": "ogm_ge", "alpha": 0.3, "start_epoch": 10, "end_epoch": 80, "noise": True},
             "opm": {"q_base": 0.4, "lam": 0.5, "p_exe": 0.7, "start_epoch": 0, "end_epoch": 80},
@@ -97,15 +149,38 @@ DATASET_PRESETS: dict[str, dict[str, Any]] = {
     # frames, frames [0, (n-1)//2, n-1] (without the loader's off-by-one), 112 px: RandomResizedCrop(112,
     # scale 0.25-1) + clip-consistent flip, test Resize(112) + CenterCrop(112); audio .pkl likely A4 257x1003.
     "ks/tpami": {
-        "data": {"name": "ks", "layout": "modbalance", "audio_recipe": "a4", "frames": 3, "frame_sampling": "ends",
-                 "image_size": 112, "crop": "per_clip", "crop_scale_min": 0.25, "eval_resize": "short_center"},
-        "model": {"encoders": {"audio": "resnet18", "visual": "resnet18"}, "pretrained": False,
-                  "fusion": "concat", "num_classes": 31},
-        "optim": {"name": "adamw", "lr": 5e-5, "weight_decay": 0.01,
-                  "scheduler": {"name": "step", "step_size": 40, "gamma": 0.1}},
+        "data": {
+            "name": "ks",
+            "layout": "modbalance",
+            "audio_recipe": "a4",
+            "frames": 3,
+            "frame_sampling": "ends",
+            "image_size": 112,
+            "crop": "per_clip",
+            "crop_scale_min": 0.25,
+            "eval_resize": "short_center",
+        },
+        "model": {
+            "encoders": {"audio": "resnet18", "visual": "resnet18"},
+            "pretrained": False,
+            "fusion": "concat",
+            "num_classes": 31,
+        },
+        "optim": {
+            "name": "adamw",
+            "lr": 5e-5,
+            "weight_decay": 0.01,
+            "scheduler": {"name": "step", "step_size": 40, "gamma": 0.1},
+        },
         "method": {
-            "ogm": {"variant": "ogm_ge", "alpha": 0.8, "start_epoch": 0, "end_epoch": 60, "warmup_epochs": 5,
-                    "noise": True},
+            "ogm": {
+                "variant": "ogm_ge",
+                "alpha": 0.8,
+                "start_epoch": 0,
+                "end_epoch": 60,
+                "warmup_epochs": 5,
+                "noise": True,
+            },
             "opm": {"q_base": 0.5, "lam": 0.5, "p_exe": 0.7, "start_epoch": 6},
         },
         "train": {"batch_size": 32, "epochs": 100, "seed": 0},
@@ -115,10 +190,20 @@ DATASET_PRESETS: dict[str, dict[str, Any]] = {
     # (1024x128), 3 frames 1, 4, 7 at 224 px (OGM-GE dataset/dataset.py), the OGM-GE argparse training defaults
     # [OGM-GE code]. alpha and the window for KS were asked for and never answered (OGM-GE #45): set them.
     "ks/ogm_ge": {
-        "data": {"name": "ks", "layout": "modbalance", "audio_recipe": "a3", "frames": 3,
-                 "frame_sampling": "balancebench", **_AV_224},
-        "model": {"encoders": {"audio": "resnet18", "visual": "resnet18"}, "pretrained": False,
-                  "fusion": "concat", "num_classes": 31},
+        "data": {
+            "name": "ks",
+            "layout": "modbalance",
+            "audio_recipe": "a3",
+            "frames": 3,
+            "frame_sampling": "balancebench",
+            **_AV_224,
+        },
+        "model": {
+            "encoders": {"audio": "resnet18", "visual": "resnet18"},
+            "pretrained": False,
+            "fusion": "concat",
+            "num_classes": 31,
+        },
         "optim": copy.deepcopy(_OGM_GE_SGD),
         "method": {"ogm": {"variant": "ogm_ge", "alpha": None, "start_epoch": 0, "end_epoch": 50, "noise": True}},
         "train": dict(_OGM_GE_TRAIN),
@@ -127,12 +212,26 @@ DATASET_PRESETS: dict[str, dict[str, Any]] = {
     # Kinetics-Sounds, BalanceBenchmark configs (KS_dataset.py: A3 .npy 1024x128, 3 frames, 224 px) with the
     # BalanceBench defaults of METHOD.md 11 [BB code]; the settings behind the KS column of METHOD.md 12.
     "ks/balancebench": {
-        "data": {"name": "ks", "layout": "modbalance", "audio_recipe": "a3", "frames": 3,
-                 "frame_sampling": "balancebench", **_AV_224},
-        "model": {"encoders": {"audio": "resnet18", "visual": "resnet18"}, "pretrained": False,
-                  "fusion": "concat", "num_classes": 31},
-        "optim": {"name": "adamw", "lr": 1e-3, "weight_decay": 0.01,
-                  "scheduler": {"name": "step", "step_size": 10, "gamma": 0.1}},
+        "data": {
+            "name": "ks",
+            "layout": "modbalance",
+            "audio_recipe": "a3",
+            "frames": 3,
+            "frame_sampling": "balancebench",
+            **_AV_224,
+        },
+        "model": {
+            "encoders": {"audio": "resnet18", "visual": "resnet18"},
+            "pretrained": False,
+            "fusion": "concat",
+            "num_classes": 31,
+        },
+        "optim": {
+            "name": "adamw",
+            "lr": 1e-3,
+            "weight_decay": 0.01,
+            "scheduler": {"name": "step", "step_size": 10, "gamma": 0.1},
+        },
         "method": {
             "ogm": {"variant": "ogm_ge", "alpha": 0.3, "start_epoch": 10, "end_epoch": 80, "noise": True},
             "opm": {"q_base": 0.4, "lam": 0.5, "p_exe": 0.7, "start_epoch": 0, "end_epoch": 80},
@@ -145,8 +244,12 @@ DATASET_PRESETS: dict[str, dict[str, Any]] = {
     # default command (OGM-GE, window 0-50, concat, alpha 0.1), argparse training defaults [OGM-GE code].
     "vggsound/ogm_ge": {
         "data": {"name": "vggsound", "layout": "modbalance", "frames": 3, "frame_sampling": "segment", **_AV_224},
-        "model": {"encoders": {"audio": "resnet18", "visual": "resnet18"}, "pretrained": False,
-                  "fusion": "concat", "num_classes": 309},
+        "model": {
+            "encoders": {"audio": "resnet18", "visual": "resnet18"},
+            "pretrained": False,
+            "fusion": "concat",
+            "num_classes": 309,
+        },
         "optim": copy.deepcopy(_OGM_GE_SGD),
         "method": {"ogm": {"variant": "ogm_ge", "alpha": 0.1, "start_epoch": 0, "end_epoch": 50, "noise": True}},
         "train": dict(_OGM_GE_TRAIN),
@@ -157,8 +260,12 @@ DATASET_PRESETS: dict[str, dict[str, Any]] = {
     # window are not published (OGM-GE #45).
     "ave/modbalance": {
         "data": {"name": "ave", "layout": "modbalance", "frames": 3, "frame_sampling": "segment", **_AV_224},
-        "model": {"encoders": {"audio": "resnet18", "visual": "resnet18"}, "pretrained": False,
-                  "fusion": "concat", "num_classes": 28},
+        "model": {
+            "encoders": {"audio": "resnet18", "visual": "resnet18"},
+            "pretrained": False,
+            "fusion": "concat",
+            "num_classes": 28,
+        },
         "optim": copy.deepcopy(_OGM_GE_SGD),
         "method": {"ogm": {"variant": "ogm_ge", "alpha": None, "start_epoch": 0, "end_epoch": 50, "noise": True}},
         "train": dict(_OGM_GE_TRAIN),
@@ -169,14 +276,32 @@ DATASET_PRESETS: dict[str, dict[str, Any]] = {
     # 224-px Resize pipeline of BalanceBench's ucf101_dataset.py (flip only, no crop, for flow). The maintainer
     # stacks flow as [u, v, u]: set data.flow_channels = 3 for that. Epochs and OGM/OPM values: not published.
     "ucf101/modbalance": {
-        "data": {"name": "ucf101", "layout": "modbalance", "frames": 3, "frame_sampling": "segment",
-                 "flow_channels": 2, "label_order": "sorted", **_AV_224},
-        "model": {"encoders": {"visual": "resnet18", "flow": "resnet18"}, "pretrained": True,
-                  "fusion": "concat", "num_classes": 101},
-        "optim": {"name": "sgd", "lr": 1e-4, "momentum": 0.9, "weight_decay": 1e-4,
-                  "scheduler": {"name": "step", "step_size": 40, "gamma": 0.1}},
-        "method": {"ogm": {"variant": "ogm_ge", "alpha": None, "start_epoch": 0, "end_epoch": 50, "noise": True},
-                   "opm": {"q_base": 0.5, "lam": 0.5, "p_exe": 0.7}},
+        "data": {
+            "name": "ucf101",
+            "layout": "modbalance",
+            "frames": 3,
+            "frame_sampling": "segment",
+            "flow_channels": 2,
+            "label_order": "sorted",
+            **_AV_224,
+        },
+        "model": {
+            "encoders": {"visual": "resnet18", "flow": "resnet18"},
+            "pretrained": True,
+            "fusion": "concat",
+            "num_classes": 101,
+        },
+        "optim": {
+            "name": "sgd",
+            "lr": 1e-4,
+            "momentum": 0.9,
+            "weight_decay": 1e-4,
+            "scheduler": {"name": "step", "step_size": 40, "gamma": 0.1},
+        },
+        "method": {
+            "ogm": {"variant": "ogm_ge", "alpha": None, "start_epoch": 0, "end_epoch": 50, "noise": True},
+            "opm": {"q_base": 0.5, "lam": 0.5, "p_exe": 0.7},
+        },
         "train": {"batch_size": 64, "epochs": 100, "seed": 0},
         "shapes": {"visual": (3, 3, 224, 224), "flow": (2, 3, 224, 224)},
     },
@@ -184,13 +309,28 @@ DATASET_PRESETS: dict[str, dict[str, Any]] = {
     # with the BalanceBench defaults of METHOD.md 11 [BB code]; three Transformer encoders from scratch.
     "mosei/balancebench": {
         "data": {"name": "mosei", "layout": "modbalance", "label_rule": "binary"},
-        "model": {"encoders": {"audio": "transformer", "visual": "transformer", "text": "transformer"},
-                  "d_model": 1024, "pretrained": False, "fusion": "concat", "num_classes": 2},
-        "optim": {"name": "adamw", "lr": 1e-3, "weight_decay": 0.01,
-                  "scheduler": {"name": "step", "step_size": 10, "gamma": 0.1}},
+        "model": {
+            "encoders": {"audio": "transformer", "visual": "transformer", "text": "transformer"},
+            "d_model": 1024,
+            "pretrained": False,
+            "fusion": "concat",
+            "num_classes": 2,
+        },
+        "optim": {
+            "name": "adamw",
+            "lr": 1e-3,
+            "weight_decay": 0.01,
+            "scheduler": {"name": "step", "step_size": 10, "gamma": 0.1},
+        },
         "method": {
-            "ogm": {"variant": "ogm_ge", "alpha": 0.3, "start_epoch": 10, "end_epoch": 80, "noise": True,
-                    "ratio_rule": "vs_sum_others"},
+            "ogm": {
+                "variant": "ogm_ge",
+                "alpha": 0.3,
+                "start_epoch": 10,
+                "end_epoch": 80,
+                "noise": True,
+                "ratio_rule": "vs_sum_others",
+            },
             "opm": {"q_base": 0.4, "lam": 0.5, "p_exe": 0.7, "start_epoch": 0, "end_epoch": 80},
         },
         "train": {"batch_size": 32, "epochs": 30, "seed": 42},

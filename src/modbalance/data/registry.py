@@ -56,8 +56,8 @@ class DatasetEntry:
 
     def options(self) -> list[str]:
         """The keyword options of the loader (besides ``root`` and ``split``)."""
-        parameters = inspect.signature(self.load().__init__).parameters
-        return [p for p in parameters if p not in ("self", "root", "split")]
+        parameters = inspect.signature(self.load()).parameters
+        return [p for p in parameters if p not in ("root", "split")]
 
 
 class DatasetInfo(NamedTuple):
@@ -75,18 +75,60 @@ _CREMAD = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
 DATASETS: dict[str, DatasetEntry] = {
     entry.name: entry
     for entry in (
-        DatasetEntry("cremad", "modbalance.data.cremad:CremaD", ("audio", "visual"), 6, ("train", "val", "test"),
-                     _CREMAD, "CREMA-D audio-visual emotion (6 classes)"),
-        DatasetEntry("ks", "modbalance.data.kinetics_sounds:KineticsSounds", ("audio", "visual"), 31,
-                     ("train", "val", "test"), None, "Kinetics-Sounds, GeWu-Lab's 31-class subset"),
-        DatasetEntry("vggsound", "modbalance.data.vggsound:VGGSound", ("audio", "visual"), 309, ("train", "test"),
-                     None, "VGGSound (classes: the sorted labels of vggsound.csv)"),
-        DatasetEntry("ave", "modbalance.data.ave:AVE", ("audio", "visual"), 28, ("train", "val", "test"), None,
-                     "AVE audio-visual events (28 classes)"),
-        DatasetEntry("ucf101", "modbalance.data.ucf101:UCF101", ("visual", "flow"), 101, ("train", "test"), None,
-                     "UCF-101 RGB + optical flow (101 classes)"),
-        DatasetEntry("mosei", "modbalance.data.mosei:CMUMOSEI", ("audio", "visual", "text"), 2,
-                     ("train", "val", "test"), ("negative", "positive"), "CMU-MOSEI binary sentiment, 3 modalities"),
+        DatasetEntry(
+            "cremad",
+            "modbalance.data.cremad:CremaD",
+            ("audio", "visual"),
+            6,
+            ("train", "val", "test"),
+            _CREMAD,
+            "CREMA-D audio-visual emotion (6 classes)",
+        ),
+        DatasetEntry(
+            "ks",
+            "modbalance.data.kinetics_sounds:KineticsSounds",
+            ("audio", "visual"),
+            31,
+            ("train", "val", "test"),
+            None,
+            "Kinetics-Sounds, GeWu-Lab's 31-class subset",
+        ),
+        DatasetEntry(
+            "vggsound",
+            "modbalance.data.vggsound:VGGSound",
+            ("audio", "visual"),
+            309,
+            ("train", "test"),
+            None,
+            "VGGSound (classes: the sorted labels of vggsound.csv)",
+        ),
+        DatasetEntry(
+            "ave",
+            "modbalance.data.ave:AVE",
+            ("audio", "visual"),
+            28,
+            ("train", "val", "test"),
+            None,
+            "AVE audio-visual events (28 classes)",
+        ),
+        DatasetEntry(
+            "ucf101",
+            "modbalance.data.ucf101:UCF101",
+            ("visual", "flow"),
+            101,
+            ("train", "test"),
+            None,
+            "UCF-101 RGB + optical flow (101 classes)",
+        ),
+        DatasetEntry(
+            "mosei",
+            "modbalance.data.mosei:CMUMOSEI",
+            ("audio", "visual", "text"),
+            2,
+            ("train", "val", "test"),
+            ("negative", "positive"),
+            "CMU-MOSEI binary sentiment, 3 modalities",
+        ),
     )
 }
 

@@ -104,4 +104,7 @@ def frame_indices(
     assert generator is not None
     bounds = [(i * num_frames) // count for i in range(count + 1)]
     draws = torch.rand(count, generator=generator).tolist()
-    return [bounds[i] + min(int(d * (bounds[i + 1] - bounds[i])), bounds[i + 1] - bounds[i] - 1) for i, d in enumerate(draws)]
+    return [
+        bounds[i] + min(int(d * (bounds[i + 1] - bounds[i])), bounds[i + 1] - bounds[i] - 1)
+        for i, d in enumerate(draws)
+    ]

@@ -64,9 +64,7 @@ def tile_to_length(wave: Tensor, length: int) -> Tensor:
     return wave.repeat(repeats)[:length]
 
 
-def log_stft(
-    wave: Tensor, n_fft: int, hop_length: int, *, pad_mode: str = "reflect", log: bool = True
-) -> Tensor:
+def log_stft(wave: Tensor, n_fft: int, hop_length: int, *, pad_mode: str = "reflect", log: bool = True) -> Tensor:
     """librosa-style centred STFT with a periodic Hann window: ``log(|S| + 1e-7)`` or ``|S|``.
 
     Args:
@@ -87,9 +85,7 @@ def log_stft(
     if pad_mode not in ("reflect", "constant"):
         raise ValueError(f"pad_mode must be 'reflect' or 'constant', got {pad_mode!r}")
     window = torch.hann_window(n_fft, periodic=True, dtype=torch.float32)
-    spec = torch.stft(
-        wave, n_fft, hop_length, window=window, center=True, pad_mode=pad_mode, return_complex=True
-    ).abs()
+    spec = torch.stft(wave, n_fft, hop_length, window=window, center=True, pad_mode=pad_mode, return_complex=True).abs()
     return torch.log(spec + LOG_EPS) if log else spec
 
 
@@ -168,7 +164,7 @@ def _tukey(n: int, alpha: float) -> Tensor:
     """Periodic Tukey window (``scipy.signal.get_window(("tukey", alpha), n)``)."""
     m = n + 1  # periodic: a symmetric window of n + 1 points without its last point
     x = torch.arange(m, dtype=torch.float64)
-    width = int(math.floor(alpha * (m - 1) / 2.0))
+    width = math.floor(alpha * (m - 1) / 2.0)
     window = torch.ones(m, dtype=torch.float64)
     left = x[: width + 1]
     window[: width + 1] = 0.5 * (1 + torch.cos(math.pi * (-1 + 2.0 * left / alpha / (m - 1))))

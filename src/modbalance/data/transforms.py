@@ -94,8 +94,8 @@ def center_crop_box(width: int, height: int, size: int) -> Box:
         >>> center_crop_box(149, 112, 112)
         (18, 0, 130, 112)
     """
-    left = int(round((width - size) / 2.0))
-    top = int(round((height - size) / 2.0))
+    left = round((width - size) / 2.0)
+    top = round((height - size) / 2.0)
     return left, top, left + size, top + size
 
 
@@ -140,7 +140,9 @@ class ClipTransform:
         if self.size < 1:
             raise ValueError(f"size must be positive, got {self.size}")
 
-    def geometry(self, width: int, height: int, count: int, generator: torch.Generator | None) -> list[tuple[Box, bool]]:
+    def geometry(
+        self, width: int, height: int, count: int, generator: torch.Generator | None
+    ) -> list[tuple[Box, bool]]:
         """The crop box and flip flag for each of ``count`` frames of a ``width`` × ``height`` clip."""
         if not self.train:
             return [((0, 0, width, height), False)] * count
@@ -184,7 +186,7 @@ class ClipTransform:
             raise ValueError("a clip needs at least one frame")
         width, height = frames[0].size
         plan = self.geometry(width, height, len(frames), generator)
-        clip = torch.stack([to_tensor(self.apply(f, b, fl)) for f, (b, fl) in zip(frames, plan)], dim=1)
+        clip = torch.stack([to_tensor(self.apply(f, b, fl)) for f, (b, fl) in zip(frames, plan, strict=True)], dim=1)
         if self.normalize:
             mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
             std = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
@@ -231,12 +233,17 @@ class FlowTransform:
         pil = require("PIL.Image", "flow transforms")
         width, height = u_frames[0].size
         geometry = ClipTransform(
-            size=self.size, train=self.train, scale=self.scale, ratio=self.ratio, flip=self.flip,
-            per_frame=self.per_frame, normalize=False,
+            size=self.size,
+            train=self.train,
+            scale=self.scale,
+            ratio=self.ratio,
+            flip=self.flip,
+            per_frame=self.per_frame,
+            normalize=False,
         )
         plan = geometry.geometry(width, height, len(u_frames), generator)
         channels_u, channels_v = [], []
-        for u, v, (box, flipped) in zip(u_frames, v_frames, plan):
+        for u, v, (box, flipped) in zip(u_frames, v_frames, plan, strict=True):
             if self.train and not self.random_crop:
                 box = (0, 0, width, height)  # BalanceBench resizes flow without cropping; flips only
             size = (self.size, self.size)

@@ -63,7 +63,9 @@ def read_class_index(path: PathLike) -> list[str]:
     return names
 
 
-def read_ucf_list(list_dir: PathLike, split: str, split_id: int, classind: list[str]) -> tuple[Path, list[tuple[str, str]]]:
+def read_ucf_list(
+    list_dir: PathLike, split: str, split_id: int, classind: list[str]
+) -> tuple[Path, list[tuple[str, str]]]:
     """The ``(v_name, class_name)`` rows of ``trainlist0N.txt`` / ``testlist0N.txt``.
 
     The class is the folder part of each path (``ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi``), matched

@@ -24,7 +24,14 @@ import os
 from pathlib import Path
 
 from modbalance.data import layout as lay
-from modbalance.data._common import check_common, first_existing, image_transform, map_labels, parse_modalities, resolve_train
+from modbalance.data._common import (
+    check_common,
+    first_existing,
+    image_transform,
+    map_labels,
+    parse_modalities,
+    resolve_train,
+)
 from modbalance.data.base import AudioSpec, ClipDataset, ClipRecord, check_choice
 from modbalance.data.errors import DataFileError
 from modbalance.data.splits import read_prepared_split, read_rows
@@ -134,16 +141,24 @@ class VGGSound(ClipDataset):
             list_path = lay.split_file(root, split)
             labelled, skipped = map_labels(read_prepared_split(list_path), classes, list_path, on_error)
             for name, label in labelled:
-                records.append(ClipRecord(name, label, audio=str(lay.audio_file(root, "a1p", name)),
-                                          visual=str(lay.frames_dir(root, name))))
+                records.append(
+                    ClipRecord(
+                        name,
+                        label,
+                        audio=str(lay.audio_file(root, "a1p", name)),
+                        visual=str(lay.frames_dir(root, name)),
+                    )
+                )
             audio = AudioSpec("a1p", (129, 1251), crop=626)
         else:
             list_path = root / csv_file
             rows = read_vggsound_csv(list_path)
             classes = sorted({label for _, _, label, _ in rows})
             wanted = [(clip_ids(y, s), label) for y, s, label, sp in rows if sp == split]
-            labelled_ids, skipped = map_labels([(ids[0], label) for ids, label in wanted], classes, list_path, on_error)
-            for (name, label), (ids, _) in zip(labelled_ids, wanted):
+            spellings = {ids[0]: ids for ids, _ in wanted}
+            labelled, skipped = map_labels([(ids[0], label) for ids, label in wanted], classes, list_path, on_error)
+            for name, label in labelled:
+                ids = spellings[name]
                 if layout == "ogm_ge":
                     audio_path = first_existing(root / f"{split}-audios" / f"{split}-set" / f"{i}.wav" for i in ids)
                     img = root / f"{split}-videos" / f"{split}-set-img" / "Image-01-FPS"
@@ -153,8 +168,14 @@ class VGGSound(ClipDataset):
                     visual_folder = root / (visual_dir or "video_{split}").format(split=split)
                     audio_path = first_existing(audio_folder / f"{i}.npy" for i in ids)
                     visual_path = first_existing(visual_folder / i for i in ids)
-                records.append(ClipRecord(audio_path.stem if layout != "ogm_ge" else name, label,
-                                          audio=str(audio_path), visual=str(visual_path)))
+                records.append(
+                    ClipRecord(
+                        audio_path.stem if layout != "ogm_ge" else name,
+                        label,
+                        audio=str(audio_path),
+                        visual=str(visual_path),
+                    )
+                )
             if layout == "ogm_ge":
                 audio = AudioSpec("a1p", crop=626)
             else:

@@ -58,17 +58,34 @@ def check_rows(
     kept = []
     for name, label in rows:
         if label not in valid:
-            skipped.append(skip_entry(name, "unknown_label", f"{list_file}: unknown label {label!r} for {name!r}",
-                                      split=split, file=str(list_file)))
+            skipped.append(
+                skip_entry(
+                    name,
+                    "unknown_label",
+                    f"{list_file}: unknown label {label!r} for {name!r}",
+                    split=split,
+                    file=str(list_file),
+                )
+            )
             continue
         found = sources.get(name)
         missing = [kind for kind, path in (found or {"file": None}).items() if path is None]
         if missing:
-            skipped.append(skip_entry(name, "missing", f"{name}: no {' or '.join(missing)} file found "
-                                      f"(listed in {list_file.name})", split=split, file=str(list_file)))
+            skipped.append(
+                skip_entry(
+                    name,
+                    "missing",
+                    f"{name}: no {' or '.join(missing)} file found (listed in {list_file.name})",
+                    split=split,
+                    file=str(list_file),
+                )
+            )
             continue
         kept.append((name, label))
     if not kept:
-        skipped.append(skip_entry(None, "empty", f"split {split!r} from {list_file} has no usable rows",
-                                  split=split, file=str(list_file)))
+        skipped.append(
+            skip_entry(
+                None, "empty", f"split {split!r} from {list_file} has no usable rows", split=split, file=str(list_file)
+            )
+        )
     return kept

@@ -34,9 +34,11 @@ def list_ave(raw: Path, splits_dir: Path | str | None = None) -> Listing:
     if not present:
         raise FileNotFoundError(f"{lists}: no AVE split lists (trainSet.txt, valSet.txt, testSet.txt)")
     annotations = lists / "Annotations.txt"
-    all_rows = read_ave_list(annotations) if annotations.is_file() else [
-        row for path in present.values() for row in read_ave_list(path)
-    ]
+    all_rows = (
+        read_ave_list(annotations)
+        if annotations.is_file()
+        else [row for path in present.values() for row in read_ave_list(path)]
+    )
     classes = sorted({label for _, label in all_rows})
     videos = index_files(raw, VIDEO_SUFFIXES)
     skipped: list[dict[str, Any]] = []

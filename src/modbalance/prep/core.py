@@ -97,7 +97,9 @@ class Listing:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def skip_entry(name: str | None, reason: str, message: str, split: str | None = None, file: str | None = None) -> dict[str, Any]:
+def skip_entry(
+    name: str | None, reason: str, message: str, split: str | None = None, file: str | None = None
+) -> dict[str, Any]:
     """A manifest record of one skipped clip or split.
 
     Example:
@@ -144,7 +146,8 @@ def process_job(job: Job, out: PathLike, options: PrepOptions) -> dict[str, Any]
         if tuple(spec.shape) != recipe.shape:
             source = job.audio or job.video
             raise DataFileError(
-                str(source), f"recipe {recipe_name} gave shape {tuple(spec.shape)}, expected {recipe.shape}",
+                str(source),
+                f"recipe {recipe_name} gave shape {tuple(spec.shape)}, expected {recipe.shape}",
                 reason="bad_shape",
             )
         media.save_array(target, spec.numpy())
@@ -155,13 +158,18 @@ def process_job(job: Job, out: PathLike, options: PrepOptions) -> dict[str, Any]
         if job.video is None:
             raise ValueError(f"job {job.name!r} has no video")
         frames, following = media.sample_video_frames(
-            job.video, options.fps, options.frame_position, with_next=options.flow,
+            job.video,
+            options.fps,
+            options.frame_position,
+            with_next=options.flow,
             max_frames=options.max_frames or None,
         )
         if not frames_done:
             with media.atomic_directory(lay.frames_dir(out, job.name)) as folder:
                 for index, frame in enumerate(frames):
-                    media.save_jpeg(folder / lay.frame_name(index), _resize(frame, options.frame_size), options.jpeg_quality)
+                    media.save_jpeg(
+                        folder / lay.frame_name(index), _resize(frame, options.frame_size), options.jpeg_quality
+                    )
         if not flow_done:
             _write_flow(out, job.name, frames, following, options)
         written = len(frames)
@@ -186,7 +194,7 @@ def _write_flow(out: Path, name: str, frames: Sequence[Any], following: Sequence
 
     u_dir, v_dir = lay.flow_dirs(out, name)
     with media.atomic_directory(u_dir) as u_tmp, media.atomic_directory(v_dir) as v_tmp:
-        for index, (first, second) in enumerate(zip(frames, following)):
+        for index, (first, second) in enumerate(zip(frames, following, strict=True)):
             a, b = to_gray(torch.from_numpy(first)), to_gray(torch.from_numpy(second))
             u, v = horn_schunck(a, b, max_side=options.flow_max_side)
             u8, v8 = flow_to_uint8(u).numpy(), flow_to_uint8(v).numpy()
@@ -211,8 +219,12 @@ def _safe_process(job: Job, out: str, options: PrepOptions) -> dict[str, Any]:
         return {"ok": False, **skip_entry(job.name, skip_reason(error), str(error), file=getattr(error, "path", None))}
     except Exception as error:  # a bug or an unexpected library failure: record it loudly, keep the others
         logger.exception("unexpected failure preparing %s", job.name)
-        return {"ok": False, **skip_entry(job.name, "corrupt", f"unexpected {type(error).__name__}: {error}",
-                                          file=job.video or job.audio)}
+        return {
+            "ok": False,
+            **skip_entry(
+                job.name, "corrupt", f"unexpected {type(error).__name__}: {error}", file=job.video or job.audio
+            ),
+        }
 
 
 def run_prep(
@@ -272,7 +284,9 @@ def run_prep(
         ready = [(name, label) for name, label in rows if name in prepared]
         write_split(lay.split_file(out, split), ready)
         split_counts[split] = {
-            "listed": len(rows), "ready": len(ready), "failed": sum(1 for n, _ in rows if n in failed_names)
+            "listed": len(rows),
+            "ready": len(ready),
+            "failed": sum(1 for n, _ in rows if n in failed_names),
         }
     (out / lay.CLASSES).write_text("".join(f"{name}\n" for name in listing.classes), encoding="utf-8")
     reasons: dict[str, int] = {}
@@ -305,8 +319,9 @@ def run_prep(
     with media._atomic_path(out / lay.MANIFEST) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
     if skipped:
-        logger.warning("prep %s: %d clips or rows skipped (%s); see %s", dataset, len(skipped), reasons,
-                       out / lay.MANIFEST)
+        logger.warning(
+            "prep %s: %d clips or rows skipped (%s); see %s", dataset, len(skipped), reasons, out / lay.MANIFEST
+        )
     return manifest
 
 

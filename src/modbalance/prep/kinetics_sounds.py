@@ -41,13 +41,20 @@ def list_ks(raw: Path, splits_dir: Path | str | None = None) -> Listing:
                 if label.isdigit() and int(label) < len(KS_CLASSES):
                     rows.append((name, KS_CLASSES[int(label)]))
                 else:
-                    skipped.append(skip_entry(name, "unknown_label", f"{path}: label {label!r} is not in 0..30",
-                                              split=split, file=str(path)))
+                    skipped.append(
+                        skip_entry(
+                            name,
+                            "unknown_label",
+                            f"{path}: label {label!r} is not in 0..30",
+                            split=split,
+                            file=str(path),
+                        )
+                    )
             split_rows[split], list_files[split] = rows, path
     elif (lists / "KS_train_val.json").is_file() or (lists / "KS.json").is_file():
         path = lists / "KS_train_val.json" if (lists / "KS_train_val.json").is_file() else lists / "KS.json"
         for split, subset in TPAMI_SUBSETS.items():
-            labels, rows = read_ks_json(path, subset)
+            _, rows = read_ks_json(path, subset)
             if rows:
                 split_rows[split], list_files[split] = rows, path
     else:

@@ -55,8 +55,15 @@ def prepare_mosei(raw: Path, out: Path, aligned: bool = False) -> dict[str, Any]
             continue
         finite = np.isfinite(scores.numpy())
         for index in np.nonzero(~finite)[0].tolist():
-            skipped.append(skip_entry(str(index), "corrupt", f"{path}[{key}] sample {index}: non-finite score",
-                                      split=split, file=str(path)))
+            skipped.append(
+                skip_entry(
+                    str(index),
+                    "corrupt",
+                    f"{path}[{key}] sample {index}: non-finite score",
+                    split=split,
+                    file=str(path),
+                )
+            )
         keep = np.nonzero(finite)[0]
         target = out / f"{split}.npz"
         with media._atomic_path(target) as tmp, open(tmp, "wb") as handle:
@@ -78,9 +85,14 @@ def prepare_mosei(raw: Path, out: Path, aligned: bool = False) -> dict[str, Any]
         "parameters": {"aligned": aligned, "source": path.name},
         "classes": ["negative", "positive"],
         "label_rule": "binary: 0 if score < 0 else 1 (zero counts as positive, as BalanceBench)",
-        "counts": {"prepared": sum(c["samples"] for c in counts.values()), "splits": counts, "skipped": len(skipped),
-                   "clips": sum(c["samples"] for c in counts.values()) + len(skipped), "already_done": 0,
-                   "failed": len(skipped)},
+        "counts": {
+            "prepared": sum(c["samples"] for c in counts.values()),
+            "splits": counts,
+            "skipped": len(skipped),
+            "clips": sum(c["samples"] for c in counts.values()) + len(skipped),
+            "already_done": 0,
+            "failed": len(skipped),
+        },
         "skipped": skipped,
     }
     with media._atomic_path(out / lay.MANIFEST) as tmp:

@@ -31,7 +31,7 @@ class Preparer:
     options: PrepOptions
     description: str
 
-    def list(self, raw: Path, **kwargs: Any) -> Listing:
+    def find_clips(self, raw: Path, **kwargs: Any) -> Listing:
         """Run the lister (imported on first use)."""
         lister = self.load_lister()
         return lister(raw, **kwargs)
@@ -51,18 +51,42 @@ class Preparer:
 PREPARERS: dict[str, Preparer] = {
     p.name: p
     for p in (
-        Preparer("cremad", "modbalance.prep.cremad:list_cremad", PrepOptions(recipes=("a1",)),
-                 "CREMA-D: AudioWAV/*.wav + VideoFlash/*.flv + OGM-GE train.csv/test.csv"),
-        Preparer("ks", "modbalance.prep.kinetics_sounds:list_ks", PrepOptions(recipes=("a3",)),
-                 "Kinetics-Sounds (31 classes): Kinetics videos + OGM-GE my_train.txt/my_test.txt or TPAMI JSON"),
-        Preparer("vggsound", "modbalance.prep.vggsound:list_vggsound", PrepOptions(recipes=("a1p",)),
-                 "VGGSound: vggsound.csv + <ytid>_<start>.mp4 videos"),
-        Preparer("ave", "modbalance.prep.ave:list_ave", PrepOptions(recipes=("a2",)),
-                 "AVE: Annotations.txt, trainSet/valSet/testSet.txt + AVE/<id>.mp4"),
-        Preparer("ucf101", "modbalance.prep.ucf101:list_ucf101", PrepOptions(recipes=(), flow=True),
-                 "UCF-101: UCF-101/<Class>/*.avi + ucfTrainTestlist/ (RGB frames + optical flow)"),
-        Preparer("mosei", "modbalance.prep.mosei:prepare_mosei", PrepOptions(frames=False),
-                 "CMU-MOSEI: MulT's mosei_senti_data(_noalign).pkl -> per-split .npz"),
+        Preparer(
+            "cremad",
+            "modbalance.prep.cremad:list_cremad",
+            PrepOptions(recipes=("a1",)),
+            "CREMA-D: AudioWAV/*.wav + VideoFlash/*.flv + OGM-GE train.csv/test.csv",
+        ),
+        Preparer(
+            "ks",
+            "modbalance.prep.kinetics_sounds:list_ks",
+            PrepOptions(recipes=("a3",)),
+            "Kinetics-Sounds (31 classes): Kinetics videos + OGM-GE my_train.txt/my_test.txt or TPAMI JSON",
+        ),
+        Preparer(
+            "vggsound",
+            "modbalance.prep.vggsound:list_vggsound",
+            PrepOptions(recipes=("a1p",)),
+            "VGGSound: vggsound.csv + <ytid>_<start>.mp4 videos",
+        ),
+        Preparer(
+            "ave",
+            "modbalance.prep.ave:list_ave",
+            PrepOptions(recipes=("a2",)),
+            "AVE: Annotations.txt, trainSet/valSet/testSet.txt + AVE/<id>.mp4",
+        ),
+        Preparer(
+            "ucf101",
+            "modbalance.prep.ucf101:list_ucf101",
+            PrepOptions(recipes=(), flow=True),
+            "UCF-101: UCF-101/<Class>/*.avi + ucfTrainTestlist/ (RGB frames + optical flow)",
+        ),
+        Preparer(
+            "mosei",
+            "modbalance.prep.mosei:prepare_mosei",
+            PrepOptions(frames=False),
+            "CMU-MOSEI: MulT's mosei_senti_data(_noalign).pkl -> per-split .npz",
+        ),
     )
 }
 
@@ -115,8 +139,10 @@ def prepare(
     if recipes is not None:
         prep_options = replace(prep_options, recipes=tuple(recipes))
     if dataset == "mosei":
-        return preparer.load_lister()(raw, Path(out), **lister_args)  # type: ignore[call-arg]
-    listing = preparer.list(raw, **lister_args)
+        manifest: dict[str, Any] = preparer.load_lister()(raw, Path(out), **lister_args)  # type: ignore[call-arg,assignment]
+        return manifest
+    listing = preparer.find_clips(raw, **lister_args)
     parameters = {k: (str(v) if isinstance(v, Path) else v) for k, v in lister_args.items()}
-    return run_prep(dataset, listing, out, prep_options, workers=workers, raw=raw, parameters=parameters,
-                    progress=progress)
+    return run_prep(
+        dataset, listing, out, prep_options, workers=workers, raw=raw, parameters=parameters, progress=progress
+    )
