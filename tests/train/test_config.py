@@ -167,3 +167,21 @@ def test_shipped_lab_configs_use_the_default_presets_tuned_recipe(path):
             recipe.feature_dim,
             recipe.encoder_depth,
         )
+
+
+def test_a_benchmark_without_a_validation_split_needs_a_held_out_fraction():
+    from modbalance.train.data import build_data
+
+    config = load_config(
+        None,
+        [
+            "data.name=vggsound",
+            "data.root=/nonexistent",
+            "model.encoders.audio.name=mlp",
+            "model.encoders.visual.name=mlp",
+        ],
+    )
+    with pytest.raises(ConfigError, match=re.escape("data.val_split='val': dataset 'vggsound' has splits train, test")):
+        build_data(config)
+    with pytest.raises(ConfigError, match=re.escape("data.val_fraction=1.0 is out of range: must be in [0, 1)")):
+        load_config(None, ["data.val_fraction=1.0"])

@@ -126,3 +126,16 @@ def test_unimodal_run_uses_one_modality(tmp_path):
     assert summary["modalities"] == ["visual"]
     assert summary["test"]["accuracy"] == summary["test"]["accuracy/visual"]  # one-modality head: same logits
     assert "accuracy/audio" not in summary["test"]
+
+
+def test_validation_held_out_of_train_never_overlaps_it(tmp_path):
+    from modbalance.train.data import build_data
+
+    config = load_config("lab/tiny", ["data.val_fraction=0.25", "data.val_split=test"])  # val_split is then unused
+    splits = build_data(config).splits
+    n = lab_preset("tiny").n_train
+    assert (len(splits["train"]), len(splits["val"])) == (n - n // 4, n // 4)
+    assert not set(splits["train"].indices.tolist()) & set(splits["val"].indices.tolist())
+    folder = run(load_config("lab/tiny", [f"output_dir={tmp_path}", "data.val_fraction=0.25", "train.epochs=1"]))
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["global_step"] == math.ceil((n - n // 4) / 32)

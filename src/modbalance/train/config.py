@@ -71,6 +71,7 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"
+    val_fraction: float = 0.0  # > 0: hold out this share of train as validation (for data without a val split)
 
 
 @dataclass

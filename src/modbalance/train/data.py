@@ -64,6 +64,45 @@ class DataBundle:
         return self.batch("val", [0, min(1, len(self.splits["val"]) - 1)])[0]
 
 
+class IndexedSplit:
+    """The rows ``indices`` of a split, indexable like it (one sample, or a batch by index tensor)."""
+
+    def __init__(self, dataset: Any, indices: Tensor) -> None:
+        self.dataset = dataset
+        self.indices = indices
+
+    def __len__(self) -> int:
+        return int(self.indices.numel())
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, Tensor):
+            return self.dataset[self.indices[index]]
+        return self.dataset[int(self.indices[index])]
+
+
+def hold_out_validation(splits: dict[str, Any], fraction: float) -> dict[str, Any]:
+    """Split a fixed random ``fraction`` of the train split off as the validation split.
+
+    The permutation has a fixed seed (not the run's), so every seed of an experiment selects on
+    the same validation samples, and they never appear in training.
+
+    Example:
+        >>> out = hold_out_validation({"train": list(range(10)), "test": [0]}, 0.3)
+        >>> len(out["train"]), len(out["val"]), set(out["val"].indices.tolist()) & set(out["train"].indices.tolist())
+        (7, 3, set())
+    """
+    train = splits["train"]
+    held = max(1, round(len(train) * fraction))
+    if held >= len(train):
+        raise ConfigError(f"data.val_fraction={fraction} leaves no training sample out of {len(train)}")
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(20240601))
+    return {
+        **splits,
+        "train": IndexedSplit(train, order[held:].sort().values),
+        "val": IndexedSplit(train, order[:held].sort().values),
+    }
+
+
 def data_modalities(config: ExperimentConfig) -> list[str]:
     """The modality names of the configured data, read without loading it (for early validation)."""
     if config.data.name == "synthetic":
@@ -77,9 +116,11 @@ def data_modalities(config: ExperimentConfig) -> list[str]:
     from modbalance.data.registry import dataset_info
 
     try:
-        info = dataset_info(config.data.name)
+        info = dataset_info(config.data.name, **config.data.options)
     except (KeyError, ValueError) as error:
-        raise ConfigError(f"data.name={config.data.name!r}: {error}") from error
+        raise ConfigError(
+            f"data.name={config.data.name!r}, data.options={dict(config.data.options)}: {error}"
+        ) from error
     return list(info.modalities)
 
 
@@ -119,19 +160,39 @@ def _benchmark_bundle(config: ExperimentConfig) -> DataBundle:
     data = config.data
     if data.root is None:
         raise ConfigError(f"data.root is required for dataset {data.name!r} (the folder prepared by `modbalance prep`)")
-    info = dataset_info(data.name)
+    try:
+        info = dataset_info(data.name, **data.options)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"data.options: {error}") from error
+    roles = [("train", data.train_split), ("test", data.test_split)]
+    if data.val_fraction == 0:
+        roles.append(("val", data.val_split))
+    for role, name in roles:
+        if name not in info.splits:
+            hint = " (or set data.val_fraction, e.g. 0.1, to hold out part of train)" if role == "val" else ""
+            raise ConfigError(
+                f"data.{role}_split={name!r}: dataset {data.name!r} has splits {', '.join(info.splits)}{hint}"
+            )
     splits = {}
-    for role, name in (("train", data.train_split), ("val", data.val_split), ("test", data.test_split)):
+    for role, name in roles:
         try:
             splits[role] = build_dataset(data.name, data.root, name, **data.options)
         except TypeError as error:
             raise ConfigError(f"data.options: {error}") from error
-    return DataBundle(splits=splits, modalities=list(info.modalities), num_classes=int(info.num_classes))
+    num_classes = dataset_info(data.name, data.root, **data.options).num_classes  # classes.txt when the data has one
+    return DataBundle(splits=splits, modalities=list(info.modalities), num_classes=int(num_classes))
 
 
 def build_data(config: ExperimentConfig) -> DataBundle:
-    """Build the train, validation and test splits of the configured data."""
-    return _lab_bundle(config) if config.data.name == "synthetic" else _benchmark_bundle(config)
+    """Build the train, validation and test splits of the configured data.
+
+    With ``data.val_fraction > 0`` the validation split is held out of the train split
+    (:func:`hold_out_validation`) instead of read from ``data.val_split``.
+    """
+    bundle = _lab_bundle(config) if config.data.name == "synthetic" else _benchmark_bundle(config)
+    if config.data.val_fraction > 0:
+        bundle.splits = hold_out_validation(bundle.splits, config.data.val_fraction)
+    return bundle
 
 
 def _to_device(batch: Batch, device: torch.device, modalities: list[str]) -> Batch:

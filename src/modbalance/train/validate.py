@@ -121,7 +121,7 @@ def _check_data_and_model(config: ExperimentConfig) -> None:
         "data.val_split": data.val_split,
         "data.test_split": data.test_split,
     }
-    if data.val_split == data.test_split:
+    if data.val_fraction == 0 and data.val_split == data.test_split:
         raise ConfigError(
             f"data.val_split={data.val_split!r} equals data.test_split: model selection on the test split "
             "is refused; name a separate validation split"
@@ -129,6 +129,8 @@ def _check_data_and_model(config: ExperimentConfig) -> None:
     for key, value in splits.items():
         if not value:
             raise ConfigError(f"{key} must name a split, got {value!r}")
+    if not (math.isfinite(data.val_fraction) and 0.0 <= data.val_fraction < 1.0):
+        raise ConfigError(f"data.val_fraction={data.val_fraction!r} is out of range: must be in [0, 1)")
     _allowed("model.fusion", config.model.fusion, sorted(FUSIONS))
     for modality, encoder in config.model.encoders.items():
         _allowed(f"model.encoders.{modality}.name", encoder.name, ENCODERS.names())
