@@ -170,3 +170,18 @@ def test_loader_reads_the_prepared_output(
     np.save(layout.audio_file(out, "a1", train.records[1].name), np.zeros((257, 187), dtype=np.float32))
     with pytest.raises(Exception, match=r"audio_a1/.*\.npy: spectrogram shape \(257, 187\), expected \(257, 188\)"):
         train[1]
+
+
+@pytest.mark.parametrize("preset", ["cremad/ogm_ge", "cremad/tpami", "cremad/balancebench"])
+def test_shapes_reaching_the_encoders_under_each_preset(raw, tmp_path, preset) -> None:
+    from modbalance.data.presets import DATASET_PRESETS, preset_data_options
+    from modbalance.data.registry import build_dataset
+
+    out = tmp_path / "out"
+    prepare("cremad", raw, out, recipes=("a1", "a3"))
+    options = preset_data_options(preset)
+    for split in ("train", "test"):
+        dataset = build_dataset(options.pop("name", "cremad"), out, split, **options)
+        inputs, target = dataset[0]
+        assert {k: tuple(v.shape) for k, v in inputs.items()} == DATASET_PRESETS[preset]["shapes"]
+        assert dataset.classes[target] == dataset.records[0].name.split("_")[2]

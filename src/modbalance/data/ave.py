@@ -102,6 +102,12 @@ class AVE(ClipDataset):
         split_file: the OGM-GE list (``{split}`` replaced; default ``my_{split}.txt``).
         audio_shape_check: check the OGM-GE ``.pkl`` spectrograms are 257 × 1004.
         check_files: check that every listed file exists at construction.
+
+    Example:
+        >>> AVE("/nonexistent", "train")  # run `modbalance prep` first; the error names the missing file
+        Traceback (most recent call last):
+        ...
+        modbalance.data.errors.MissingFileError: /nonexistent/classes.txt: file not found (class list ...
     """
 
     def __init__(

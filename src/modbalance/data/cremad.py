@@ -108,7 +108,15 @@ class CremaD(ClipDataset):
         check_files: check that every listed file exists at construction.
 
     Example:
-        >>> from modbalance.data.av_toy import make_av_toy_release   # doctest: +SKIP
+        >>> import tempfile
+        >>> from modbalance.data.av_toy import make_av_toy_release
+        >>> from modbalance.prep import prepare
+        >>> work = tempfile.mkdtemp()
+        >>> raw = make_av_toy_release(f"{work}/raw", per_class=2, test_fraction=0.5)
+        >>> _ = prepare("cremad", raw, f"{work}/prepared")
+        >>> inputs, target = CremaD(f"{work}/prepared", "test", frames=1)[0]
+        >>> tuple(inputs["audio"].shape), tuple(inputs["visual"].shape), target
+        ((1, 257, 188), (3, 1, 224, 224), 0)
     """
 
     def __init__(

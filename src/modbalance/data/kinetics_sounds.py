@@ -123,6 +123,12 @@ class KineticsSounds(ClipDataset):
         visual_dir: frame folder for community layouts (default per layout).
         audio_shape_check: check community audio arrays against the recipe shape.
         check_files: check that every listed file exists at construction.
+
+    Example:
+        >>> KineticsSounds("/nonexistent", "train")  # run `modbalance prep` first; the error names the missing file
+        Traceback (most recent call last):
+        ...
+        modbalance.data.errors.MissingFileError: /nonexistent/splits/train.csv: file not found (split list)
     """
 
     def __init__(

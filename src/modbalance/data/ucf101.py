@@ -119,6 +119,12 @@ class UCF101(ClipDataset):
         flow_u_dir: horizontal-flow folder for ``"twostream"``.
         flow_v_dir: vertical-flow folder for ``"twostream"``.
         check_files: check that every listed folder exists at construction.
+
+    Example:
+        >>> UCF101("/nonexistent", "train")  # run `modbalance prep` first; the error names the missing file
+        Traceback (most recent call last):
+        ...
+        modbalance.data.errors.MissingFileError: /nonexistent/classes.txt: file not found (class list ...
     """
 
     def __init__(

@@ -107,6 +107,12 @@ class VGGSound(ClipDataset):
         visual_dir: frame folder for ``"balancebench"``.
         audio_shape: ``"F,T"`` expected for ``"balancebench"`` arrays (empty: no check).
         check_files: check that every listed file exists at construction.
+
+    Example:
+        >>> VGGSound("/nonexistent", "train")  # run `modbalance prep` first; the error names the missing file
+        Traceback (most recent call last):
+        ...
+        modbalance.data.errors.MissingFileError: /nonexistent/classes.txt: file not found (class list ...
     """
 
     def __init__(

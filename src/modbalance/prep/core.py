@@ -257,15 +257,13 @@ def run_prep(
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     done_before = [job for job in listing.jobs if all(p.exists() for p in job_outputs(job, out, options))]
-    pending = [job for job in listing.jobs if job not in set(done_before)]
+    finished = {job.name for job in done_before}
+    pending = [job for job in listing.jobs if job.name not in finished]
     failures: list[dict[str, Any]] = []
-    prepared: set[str] = {job.name for job in done_before}
+    prepared: set[str] = set(finished)
     total_frames = 0
-    from modbalance.data._deps import require
-
-    tqdm = require("tqdm", "the progress bar").tqdm
     disable = (not sys.stderr.isatty()) if progress is None else not progress
-    with tqdm(total=len(pending), desc=f"prep {dataset}", unit="clip", disable=disable) as bar:
+    with _progress_bar(len(pending), f"prep {dataset}", disable) as bar:
         if workers > 1 and len(pending) > 1:
             context = get_context(_START_METHOD)
             with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init) as pool:
@@ -323,6 +321,29 @@ def run_prep(
             "prep %s: %d clips or rows skipped (%s); see %s", dataset, len(skipped), reasons, out / lay.MANIFEST
         )
     return manifest
+
+
+class _NoBar:
+    """Stand-in for tqdm when it is not installed (tqdm ships with the ``train`` extra)."""
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, count: int) -> None:
+        """Ignore progress."""
+
+
+def _progress_bar(total: int, description: str, disable: bool) -> Any:
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        if not disable:
+            logger.info("tqdm is not installed: no progress bar (%d clips to prepare)", total)
+        return _NoBar()
+    return tqdm(total=total, desc=description, unit="clip", disable=disable)
 
 
 def _collect(result: dict[str, Any], prepared: set[str], failures: list[dict[str, Any]]) -> int:
