@@ -51,3 +51,14 @@ def test_prep_ave_classes_duplicates_and_missing(raw, tmp_path) -> None:
     options = preset_data_options("ave/modbalance")
     train = build_dataset(options.pop("name"), out, "train", **options)
     assert tuple(train[0][0]["visual"].shape) == (3, 3, 224, 224)
+
+
+def test_corrupt_video_and_missing_frames(raw, tmp_path) -> None:
+    (raw / "AVE" / "v1.mp4").write_bytes(b"RIFF" + bytes(range(256)))
+    out = tmp_path / "out"
+    manifest = prepare("ave", raw, out)
+    assert ("v1", "corrupt") in {(e["name"], e["reason"]) for e in manifest["skipped"]}
+    assert read_rows(out / "splits" / "train.csv", header="name") == [["RUhOCu3LNXM", "Church bell"]]
+    (layout.audio_file(out, "a2", "b1")).write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(ValueError, match=r"audio_a2/b1\.npy: cannot load array"):
+        AVE(out, "test")[0]

@@ -75,3 +75,20 @@ def test_missing_ks_lists_are_an_error(tmp_path) -> None:
     (tmp_path / "raw").mkdir()
     with pytest.raises(FileNotFoundError, match="no Kinetics-Sounds lists"):
         prepare("ks", tmp_path / "raw", tmp_path / "out")
+
+
+def test_corrupt_video_is_recorded_and_missing_frames_raise_or_skip(raw, tmp_path) -> None:
+    video = raw / "train" / "sub" / f"{TRAIN[0]}.mp4"
+    video.write_bytes(video.read_bytes()[:200])
+    out = tmp_path / "out"
+    manifest = prepare("ks", raw, out)
+    corrupt = [e for e in manifest["skipped"] if e["reason"] == "corrupt"]
+    assert [e["name"] for e in corrupt] == [TRAIN[0]] and f"{TRAIN[0]}.mp4" in corrupt[0]["message"]
+    assert TRAIN[0] not in {row[0] for row in read_rows(out / "splits" / "train.csv", header="name")}
+    for frame in layout.frames_dir(out, TRAIN[1]).iterdir():
+        frame.unlink()
+    with pytest.raises(ValueError, match=rf"frames/{TRAIN[1]}: frame folder holds no images"):
+        KineticsSounds(out, "train")[0]
+    skipping = KineticsSounds(out, "train", on_error="skip")
+    assert skipping[0][1] == KS_CLASSES.index("playing_guitar")  # replaced by the next clip
+    assert [(s.name, s.reason) for s in skipping.report_skipped()] == [(TRAIN[1], "empty")]

@@ -107,3 +107,21 @@ def test_twostream_layout_reads_community_folders(tmp_path, text_writer) -> None
     text_writer(lists / "trainlist01.txt", ["Basketball/v_Basketball_g01_c01.avi 2"])
     with pytest.raises(ValueError, match=r"6 u frames but 5 v frames"):
         UCF101(tmp_path, "train", layout="twostream")[0]
+
+
+def test_corrupt_video_is_recorded_and_a_missing_flow_folder_raises(raw, tmp_path) -> None:
+    video = raw / "UCF-101" / "apple" / "v_apple_g01_c01.avi"
+    video.write_bytes(video.read_bytes()[:300])
+    out = tmp_path / "out"
+    manifest = prepare("ucf101", raw, out)
+    assert ("v_apple_g01_c01", "corrupt") in {(e["name"], e["reason"]) for e in manifest["skipped"]}
+    assert not layout.flow_dirs(out, "v_apple_g01_c01")[0].exists()  # nothing half-written
+    u_dir = layout.flow_dirs(out, "v_ApplyEyeMakeup_g01_c01")[0]
+    for frame in u_dir.iterdir():
+        frame.unlink()
+    u_dir.rmdir()
+    with pytest.raises(FileNotFoundError, match=r"flow/u/v_ApplyEyeMakeup_g01_c01: file not found"):
+        UCF101(out, "train")
+    skipping = UCF101(out, "train", on_error="skip", image_size=16)
+    assert [r.name for r in skipping.records] == ["v_HandStandPushups_g01_c01"]
+    assert [(s.name, s.reason) for s in skipping.report_skipped()] == [("v_ApplyEyeMakeup_g01_c01", "missing")]

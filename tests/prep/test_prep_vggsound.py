@@ -87,3 +87,19 @@ def test_ogm_ge_layout_computes_a1p_from_wav(tmp_path, text_writer, clip_writer)
     assert dataset.classes[target] == "cat purring"
     wave, _ = media.read_wav(tmp_path / "test-audios" / "test-set" / "bbbbbbbbbbb_15.wav")
     torch.testing.assert_close(inputs["audio"][0], a1p_spectrogram(torch.from_numpy(wave), start=40000))
+
+
+def test_corrupt_video_and_missing_outputs(raw, tmp_path) -> None:
+    video = raw / "video" / "aaaaaaaaaaa_0.mp4"
+    video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64)
+    out = tmp_path / "out"
+    manifest = prepare("vggsound", raw, out)
+    assert sorted((e["name"], e["reason"]) for e in manifest["skipped"]) == [
+        ("aaaaaaaaaaa_0", "corrupt"),
+        ("ccccccccccc_000020", "missing"),
+    ]
+    layout.audio_file(out, "a1p", "glLQrEijrKg_000300").unlink()
+    with pytest.raises(FileNotFoundError, match=r"audio_a1p/glLQrEijrKg_000300\.npy: file not found"):
+        VGGSound(out, "train")
+    with pytest.raises(ValueError, match=r"no samples in .*train\.csv \(the split is empty; 1 rows were skipped\)"):
+        VGGSound(out, "train", on_error="skip")  # its only clip is gone: an empty split is an error either way
