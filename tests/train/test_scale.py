@@ -4,13 +4,15 @@
 * a run killed with SIGKILL mid-epoch and resumed, against an uninterrupted run;
 * fp16 with a gradient scaler: OGM modulates unscaled gradients, before the scaler's step;
 * gradient accumulation: the same OGM coefficients and parameters as the whole batch;
-* deterministic mode, and refusal of a damaged checkpoint on resume.
+* deterministic mode;
+* resume from ``last.prev.pt`` when ``last.pt`` is damaged, and refusal when no checkpoint is usable.
 
 Every training run that is compared bit for bit runs in a child process with one thread, so the
 comparisons do not depend on the state of the test process.
 """
 
 import json
+import logging
 import math
 import os
 import signal
@@ -28,23 +30,24 @@ pytest.importorskip("tensorboard", reason='the trainer needs the train extra: pi
 from modbalance.ogm import OGM
 from modbalance.train import load_config, run
 from modbalance.train import trainer as trainer_module
-from modbalance.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from modbalance.train.checkpoint import CheckpointError, load_checkpoint
 from modbalance.train.outputs import read_metrics
 
 pytestmark = pytest.mark.slow
 
-#: Child-process entry: ``child.py DUMP_DIR STOP_STEP RESUME_DIR|- [overrides...]``.
-#: Saves every rank's parameters just before the end-of-run test evaluation (which reloads the
-#: best checkpoint), and with STOP_STEP > 0 marks and hangs after that global step, to be killed.
+#: Child-process wrapper around the command line: ``child.py DUMP_DIR STOP_STEP modbalance-args...``.
+#: It runs ``modbalance.cli.main(args)`` (what ``python -m modbalance`` runs) with two test hooks:
+#: every rank saves its parameters just before the end-of-run test evaluation (which reloads the
+#: best checkpoint), and with STOP_STEP > 0 the run marks and hangs after that global step, to be killed.
 CHILD = r"""
 import sys, time
 from pathlib import Path
 import torch
 torch.set_num_threads(1)
-from modbalance.train import load_config, run
+from modbalance.cli import main
 from modbalance.train import trainer as T
 
-dump, stop_step, resume, *overrides = sys.argv[1:]
+dump, stop_step, *argv = sys.argv[1:]
 stop_step = int(stop_step)
 finish = T.finish_run
 
@@ -62,21 +65,22 @@ if stop_step > 0:
             (Path(dump) / "hanging").write_text(str(step))
             time.sleep(600)
     T.train_step = hanging_step
-if resume != "-":
-    run(resume=resume)
-else:
-    run(load_config("lab/tiny", overrides))
+sys.exit(main(argv))
 """
 
 
-def child_command(
-    tmp_path: Path, dump: Path, overrides: list[str], *, stop_step: int = 0, resume: str = "-"
-) -> list[str]:
+def wrapped(tmp_path: Path, dump: Path, argv: list[str], *, stop_step: int = 0) -> list[str]:
+    """Arguments running the command line ``modbalance ARGV`` through the hooked wrapper."""
     script = tmp_path / "child.py"
     if not script.exists():
         script.write_text(CHILD)
     dump.mkdir(parents=True, exist_ok=True)
-    return [str(script), str(dump), str(stop_step), resume, *overrides]
+    return [str(script), str(dump), str(stop_step), *argv]
+
+
+def cli(argv: list[str]) -> list[str]:
+    """Arguments running ``python -m modbalance ARGV`` unmodified."""
+    return ["-m", "modbalance", *argv]
 
 
 def child_env() -> dict[str, str]:
@@ -94,8 +98,10 @@ def finish(process: subprocess.Popen, timeout: float = 120) -> str:
     return output
 
 
-def base_overrides(out: Path, name: str, method: str) -> list[str]:
-    return [f"output_dir={out}", f"run_name={name}", f"method.name={method}", "train.device=cpu"]
+def train_args(out: Path, name: str, method: str, *extra: str) -> list[str]:
+    """``train --config lab/tiny`` with the output folder, run name and method set."""
+    overrides = [f"output_dir={out}", f"run_name={name}", f"method.name={method}", "train.device=cpu", *extra]
+    return ["train", "--config", "lab/tiny", *overrides]
 
 
 # ------------------------------------------------------------------------------------------ (a) torchrun
@@ -109,23 +115,21 @@ def test_two_torchrun_processes_match_one_process_with_the_same_global_batch(tmp
     out = tmp_path / "runs"
     common = ["train.epochs=2", "train.eval_batch_size=64", "train.probe=false"]
     # ogm_ge: coefficients from all-reduced scores, GE noise from the shared generator
+    # torchrun ... child.py (hooks) train --config lab/tiny ...; the single process is the plain command line
     two = start(
-        child_command(
-            tmp_path, tmp_path / "two", [*base_overrides(out, "two", "ogm_ge"), *common, "train.batch_size=16"]
-        ),
+        wrapped(tmp_path, tmp_path / "two", train_args(out, "two", "ogm_ge", *common, "train.batch_size=16")),
         launcher=["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"],
     )
-    one = start(
-        child_command(
-            tmp_path, tmp_path / "one", [*base_overrides(out, "one", "ogm_ge"), *common, "train.batch_size=32"]
-        )
-    )
+    one = start(cli(train_args(out, "one", "ogm_ge", *common, "train.batch_size=32")))
     finish(one)
     finish(two)
 
     rank0 = torch.load(tmp_path / "two" / "params-rank0-of-2.pt")
     rank1 = torch.load(tmp_path / "two" / "params-rank1-of-2.pt")
-    single = torch.load(tmp_path / "one" / "params-rank0-of-1.pt")
+    assert all(
+        torch.equal(v, rank0[k]) for k, v in load_checkpoint(out / "two" / "checkpoints" / "last.pt")["model"].items()
+    )
+    single = load_checkpoint(out / "one" / "checkpoints" / "last.pt")["model"]  # the final weights
     assert list(rank0) == list(rank1) == list(single)
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), f"replicas differ in {key}"
@@ -146,7 +150,7 @@ def test_two_torchrun_processes_match_one_process_with_the_same_global_batch(tmp
         assert math.isclose(summary_two["test"][key], value, rel_tol=0, abs_tol=DDP_ATOL), key
     # rank 0 alone wrote the run folder: exactly one folder per run, no per-rank files
     assert sorted(p.name for p in out.iterdir()) == ["one", "two"]
-    assert sorted(p.name for p in (out / "two" / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    assert sorted(p.name for p in (out / "two" / "checkpoints").iterdir()) == ["best.pt", "last.prev.pt", "last.pt"]
 
 
 # ------------------------------------------------------------------------------------------ (b) kill + resume
@@ -154,11 +158,9 @@ def test_two_torchrun_processes_match_one_process_with_the_same_global_batch(tmp
 def test_sigkill_mid_epoch_then_resume_ends_identical_to_an_uninterrupted_run(tmp_path, method):
     out = tmp_path / "runs"
     common = ["train.epochs=3", "train.checkpoint_every_steps=3", "train.probe=false"]
-    reference = start(child_command(tmp_path, tmp_path / "ref", [*base_overrides(out, "ref", method), *common]))
+    reference = start(cli(train_args(out, "ref", method, *common)))
     # 8 steps per epoch; checkpoints at steps 3, 6, 8 (epoch end), 9, 12; killed after step 14 (epoch 1, batch 6)
-    victim = start(
-        child_command(tmp_path, tmp_path / "cut", [*base_overrides(out, "cut", method), *common], stop_step=14)
-    )
+    victim = start(wrapped(tmp_path, tmp_path / "cut", train_args(out, "cut", method, *common), stop_step=14))
     try:
         deadline = time.monotonic() + 120
         while not (tmp_path / "cut" / "hanging").exists():
@@ -177,7 +179,7 @@ def test_sigkill_mid_epoch_then_resume_ends_identical_to_an_uninterrupted_run(tm
     assert not (run_dir / "summary.json").exists()
     assert len(read_metrics(run_dir / "metrics.jsonl")) == 1  # epoch 0 only
 
-    finish(start(child_command(tmp_path, tmp_path / "resumed", [], resume=str(run_dir))))
+    finish(start(cli(["train", "--resume", str(run_dir)])))  # python -m modbalance train --resume RUN_DIR
     finish(reference)
 
     assert read_metrics(run_dir / "metrics.jsonl") == read_metrics(out / "ref" / "metrics.jsonl")  # exact equality
@@ -186,8 +188,8 @@ def test_sigkill_mid_epoch_then_resume_ends_identical_to_an_uninterrupted_run(tm
     for summary in (resumed, uninterrupted):
         summary.pop("run_name"), summary.pop("wall_time_s")
     assert resumed == uninterrupted
-    final_resumed = torch.load(tmp_path / "resumed" / "params-rank0-of-1.pt")
-    final_reference = torch.load(tmp_path / "ref" / "params-rank0-of-1.pt")
+    final_resumed = load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
+    final_reference = load_checkpoint(out / "ref" / "checkpoints" / "last.pt")["model"]
     for key, value in final_reference.items():
         assert torch.equal(final_resumed[key], value), key
 
@@ -312,16 +314,31 @@ def test_resume_refuses_a_truncated_checkpoint_naming_the_file(tmp_path):
     assert str(last) in str(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="trainer gap: _save_last does not pass keep_previous=True and _load_last reads last.pt only "
-    "(not latest_valid_checkpoint), so a damaged newest checkpoint leaves no usable fallback",
-)
-def test_resume_falls_back_to_the_previous_checkpoint_when_the_newest_is_damaged(tmp_path):
-    run_dir = tiny(tmp_path, "fb", "method.name=ogm", "train.epochs=1", "train.checkpoint_every_steps=3")
-    last = run_dir / "checkpoints" / "last.pt"
-    assert (run_dir / "checkpoints" / "last.prev.pt").exists()
-    good = load_checkpoint(last)
-    save_checkpoint(last, good)  # sanity: the file is replaceable
-    last.write_bytes(b"MODBALCK" + bytes(10))
-    run(resume=run_dir)
+def _flip_payload_bit(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_resume_falls_back_to_the_previous_checkpoint_exactly_and_refuses_when_both_are_damaged(tmp_path, caplog):
+    args = ("method.name=ogm_ge", "train.epochs=1", "train.checkpoint_every_steps=3")
+    reference = tiny(tmp_path, "ref", *args)
+    run_dir = tiny(tmp_path, "fb", *args)  # checkpoints after steps 3, 6 and 8 (the end of the only epoch)
+    last, previous = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "last.prev.pt"
+    assert load_checkpoint(previous)["global_step"] == 6 and load_checkpoint(last)["global_step"] == 8
+
+    _flip_payload_bit(last)  # the newest is damaged: resume from step 6, redo steps 7 and 8
+    with caplog.at_level(logging.WARNING, logger="modbalance.train.checkpoint"):
+        run(resume=run_dir)
+    assert any("last.pt" in r.getMessage() and "checksum mismatch" in r.getMessage() for r in caplog.records)
+    assert read_metrics(run_dir / "metrics.jsonl") == read_metrics(reference / "metrics.jsonl")
+    a = load_checkpoint(last)["model"]
+    b = load_checkpoint(reference / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in b)
+
+    _flip_payload_bit(last)
+    previous.write_bytes(previous.read_bytes()[:-64])
+    with pytest.raises(
+        CheckpointError, match=r"no valid checkpoint; last.pt: checksum mismatch.*last.prev.pt: truncated"
+    ):
+        run(resume=run_dir)
