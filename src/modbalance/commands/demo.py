@@ -25,13 +25,21 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--out", default=None, help="output folder (default ./modbalance-demo-<date>-<time>)")
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
     parser.add_argument("--preset", default="default", help="lab preset (default, three, tiny)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (default 1: the lab's small MLPs run fastest on one)"
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``demo``; returns 0, or 2 on bad arguments or an existing run folder."""
+    import torch
+
     from modbalance.train.demo import run_demo
 
+    if args.threads < 1:
+        return fail("demo", f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
     out = args.out or time.strftime("modbalance-demo-%Y%m%d-%H%M%S")
 
     def progress(index: int, total: int, config: Any, seconds: float) -> None:

@@ -48,6 +48,7 @@ def lab_config(
     overrides = [
         "data.name=synthetic",
         f"data.preset={preset}",
+        f"data.options.seed={seed}",  # as in the lab's own sweep: the seed draws the data and the model
         f"method.name={method}",
         f"seed={seed}",
         f"output_dir={output_dir}",
