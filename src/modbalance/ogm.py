@@ -269,31 +269,46 @@ class OGM:
             scores, bad_target = packed[:-1], packed[-1] > 0
         ratios = _ratio_vector(scores, self.rule)
         coefficients = _coefficient_vector(ratios, self.alpha, self.coefficient)
+        grads = {name: [p.grad for p in self.groups[name] if p.grad is not None] for name in self.modalities}
+        # The noise depends on the un-modulated gradients only: queue it before the host sync,
+        # so that on a GPU it runs while the host waits instead of after.
+        noise = self._draw_noise([g for name in self.modalities for g in grads[name]]) if self.noise else []
         m = len(self.modalities)
         host = torch.cat([bad_target.reshape(1).float(), torch.isfinite(scores).float(), ratios, coefficients]).tolist()
         _raise_on_flags(self.modalities, bool(host[0]), [bool(f) for f in host[1 : 1 + m]], "uni-modal logits")
         self.last_ratios = dict(zip(self.modalities, host[1 + m : 1 + 2 * m], strict=True))
         self.last_coefficients = dict(zip(self.modalities, host[1 + 2 * m :], strict=True))
 
+        start = 0
         for name, k in self.last_coefficients.items():
-            grads = [p.grad for p in self.groups[name] if p.grad is not None]
-            if not grads:
-                continue
-            if self.noise:
-                self._add_noise_(grads, k)
-            elif k != 1.0:
-                torch._foreach_mul_(grads, k)
+            group = grads[name]
+            if group and k != 1.0:
+                torch._foreach_mul_(group, k)
+            if group and noise:
+                torch._foreach_add_(group, noise[start : start + len(group)])
+            start += len(group)
         return dict(self.last_coefficients)
 
-    def _add_noise_(self, grads: list[Tensor], k: float) -> None:
-        """``g <- k g + N(0, (std(g) + 1e-8)^2)`` for every tensor, std of the un-modulated g."""
-        stds = [g.float().std() if g.numel() > 1 else g.new_zeros((), dtype=torch.float32) for g in grads]
-        if k != 1.0:
-            torch._foreach_mul_(grads, k)
-        for g, std in zip(grads, stds, strict=True):
-            generator = self._generator_for(g.device)
-            noise = torch.randn(g.shape, generator=generator, device=g.device, dtype=torch.float32)
-            g.add_((noise * (std + 1e-8)).to(g.dtype))
+    def _draw_noise(self, grads: list[Tensor]) -> list[Tensor]:
+        """``N(0, (std(g) + 1e-8)^2)`` noise shaped like each gradient (std of the un-modulated g).
+
+        One flat ``randn`` per device and a few grouped (``_foreach``) ops, instead of several
+        kernels per parameter tensor.
+        """
+        noise: list[Tensor] = [torch.empty(0)] * len(grads)
+        by_device: dict[torch.device, list[int]] = {}
+        for i, g in enumerate(grads):
+            by_device.setdefault(g.device, []).append(i)
+        for device, indices in by_device.items():
+            group = [grads[i] for i in indices]
+            stds = torch.stack([g.float().std() if g.numel() > 1 else torch.zeros((), device=device) for g in group])
+            sizes = [g.numel() for g in group]
+            flat = torch.randn(sum(sizes), generator=self._generator_for(device), device=device, dtype=torch.float32)
+            views = [chunk.view(g.shape) for chunk, g in zip(flat.split(sizes), group, strict=True)]
+            torch._foreach_mul_(views, list((stds + 1e-8).unbind()))
+            for i, view, g in zip(indices, views, group, strict=True):
+                noise[i] = view if view.dtype == g.dtype else view.to(g.dtype)
+        return noise
 
     def _generator_for(self, device: torch.device) -> torch.Generator:
         if self.generator is None:
