@@ -118,7 +118,7 @@ class _Trainer:
     def __init__(self, config: ExperimentConfig, ctx: DistributedContext, folder: Path, *, resume: bool) -> None:
         self.config, self.ctx = config, ctx
         self.files = RunFiles(folder, enabled=ctx.is_main)
-        if ctx.is_main and not resume and self.files.metrics.exists():
+        if not resume and self.files.metrics.exists():  # every rank sees the same folder
             raise FileExistsError(f"{folder} already holds a run; resume it with --resume {folder} or set run_name")
         _seed_everything(config.seed)
         self.bundle = build_data(config)
