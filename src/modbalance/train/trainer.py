@@ -122,6 +122,8 @@ class _Trainer:
             raise FileExistsError(f"{folder} already holds a run; resume it with --resume {folder} or set run_name")
         _seed_everything(config.seed)
         self.bundle = build_data(config)
+        if self.bundle.batched and config.train.num_workers > 0:
+            logger.warning("train.num_workers=%d is not used: the lab's data is in memory", config.train.num_workers)
         self.core = build_model(config, self.bundle).to(ctx.device)
         self.methods = build_methods(config, self.core, ctx.device)
         model: torch.nn.Module = self.core
@@ -221,7 +223,7 @@ class _Trainer:
         self._started = time.perf_counter()
         train = self.config.train
         if self.ctx.is_main:
-            self.files.open(purge_epoch=self.epoch if self.history or self.epoch else None)
+            self.files.open(purge_epoch=self.epoch or None)  # resuming: drop TensorBoard events of unfinished epochs
             self.files.config.write_text(config_to_yaml(self.config))
             self.files.rewrite_metrics(self.history)
         logger.info(
