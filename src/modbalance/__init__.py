@@ -12,7 +12,7 @@ The core depends on torch only::
   seams both need; :mod:`modbalance.scores` gives uni-modal logits for any head.
 """
 
-from modbalance import fusion, scores
+from modbalance import fusion, presets, scores
 from modbalance.imbalance import (
     COEFFICIENTS,
     RATIO_RULES,
@@ -43,6 +43,7 @@ __all__ = [
     "modality_parameter_groups",
     "ogm_coefficients",
     "opm_drop_probs",
+    "presets",
     "scores",
     "unimodal_scores",
 ]
