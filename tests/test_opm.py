@@ -183,3 +183,19 @@ def test_errors():
         )
     with pytest.raises(ValueError, match="shape"):
         opm({"audio": torch.ones(2, 2), "visual": torch.ones(3, 2)}, SCORES_22)
+
+
+def test_delayed_variant_applies_the_previous_steps_probabilities():
+    opm = OPM(p_exe=1.0, delay=True, rescale="none", generator=torch.Generator().manual_seed(8))
+    feats = {"audio": torch.ones(2000, 4), "visual": torch.ones(2000, 4)}
+    first = opm(feats, SCORES_22)
+    assert first.drop_probs["audio"].item() == 0.0 and torch.equal(first.features["audio"], feats["audio"])
+    balanced = {"audio": torch.tensor(1.0), "visual": torch.tensor(1.0)}
+    second = opm(feats, balanced)  # uses q measured at step 1
+    assert second.drop_probs["audio"].item() == pytest.approx(Q_22, abs=1e-6)
+    dropped = (second.features["audio"][:, 0] == 0).float().mean().item()
+    assert abs(dropped - Q_22) < binomial_bound(2000, Q_22)
+    state = opm.state_dict()
+    resumed = OPM(p_exe=1.0, delay=True, rescale="none")
+    resumed.load_state_dict(state)
+    assert resumed(feats, SCORES_22).drop_probs["audio"].item() == 0.0  # the pending q of step 2 (balanced)

@@ -102,6 +102,9 @@ class OPM(nn.Module):
             global RNG (rank 0's under DDP) on first use.
         rule: ratio rule for M > 2.
         sync: all-reduce scores across ranks; ``None``: whenever ``torch.distributed`` is initialised.
+        delay: apply the drop probabilities computed at the previous step (none at the first),
+            as a third-party reading of the paper's Algorithm 1 has it; the official code
+            (default, ``False``) applies them in the step that measured them.
 
     Shapes:
         features: modality name -> ``(B, D_m, ...)`` (widths may differ per modality);
@@ -134,6 +137,7 @@ class OPM(nn.Module):
         generator: torch.Generator | None = None,
         rule: RatioRule = "mean_pairwise",
         sync: bool | None = None,
+        delay: bool = False,
     ) -> None:
         super().__init__()
         self.q_base = _check_probability("q_base", q_base)
@@ -154,6 +158,8 @@ class OPM(nn.Module):
         self.end_epoch = end_epoch
         self.rule = rule
         self.sync = sync
+        self.delay = bool(delay)
+        self._pending_q: Tensor | None = None
         self.generator = generator
         self._mask_generator: torch.Generator | None = None
         #: 0-d bool tensor: whether the execution draw fired on the last call (no sync to read lazily).
@@ -196,6 +202,10 @@ class OPM(nn.Module):
             if _distributed.resolve_sync(self.sync):
                 vector = _distributed.all_reduce_sum(vector)
             q = _drop_prob_vector(_ratio_vector(vector, self.rule), self.q_base, self.lam)
+            if self.delay:
+                measured = q
+                q = self._pending_q if self._pending_q is not None else torch.zeros_like(measured)
+                self._pending_q = measured
             execution, masks = self._generators(device)
             fired = torch.rand((), generator=execution, device=device) < self.p_exe
             keep_masks = torch.rand(len(names), batch, generator=masks, device=device) >= q.unsqueeze(1)
@@ -248,6 +258,7 @@ class OPM(nn.Module):
             "generator": None if self.generator is None else self.generator.get_state(),
             "mask_generator": None if self._mask_generator is None else self._mask_generator.get_state(),
             "device": None if self.generator is None else str(self.generator.device),
+            "pending_q": None if self._pending_q is None else self._pending_q.cpu(),
         }
 
     def set_extra_state(self, state: Any) -> None:
@@ -255,6 +266,8 @@ class OPM(nn.Module):
         if not isinstance(state, Mapping) or {"generator", "mask_generator"} - set(state):
             raise ValueError("OPM extra state must be a mapping with keys 'generator' and 'mask_generator'")
         device = torch.device(state.get("device") or "cpu")
+        pending = state.get("pending_q")
+        self._pending_q = None if pending is None else pending.to(device)
         for attribute, key in (("generator", "generator"), ("_mask_generator", "mask_generator")):
             value = state[key]
             if value is None:
