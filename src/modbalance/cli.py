@@ -24,13 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"modbalance.commands.{name}")
-        except ModuleNotFoundError as error:
-            if error.name is not None and error.name.startswith("modbalance.commands"):
-                continue  # not written yet
-            raise
-        module.register(subparsers)
+        importlib.import_module(f"modbalance.commands.{name}").register(subparsers)
     return parser
 
 
