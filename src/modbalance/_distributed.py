@@ -47,6 +47,25 @@ def shared_seed(device: torch.device, *, distributed: bool) -> int:
     return int(seed.item())
 
 
+def shared_generator(
+    generator: torch.Generator | None, device: torch.device, *, sync: bool | None, owner: str
+) -> torch.Generator:
+    """Return ``generator``, or a new one on ``device`` seeded identically on every rank.
+
+    Raises:
+        ValueError: ``generator`` lives on another device type than the tensors it must serve.
+    """
+    if generator is None:
+        generator = torch.Generator(device=device)
+        generator.manual_seed(shared_seed(device, distributed=resolve_sync(sync)))
+    if generator.device.type != device.type:
+        raise ValueError(
+            f"{owner} generator is on {generator.device} but its tensors are on {device}; "
+            "pass generator=torch.Generator(device=...) on that device"
+        )
+    return generator
+
+
 def rank() -> int:
     """This process's rank, 0 when not distributed."""
     return dist.get_rank() if is_distributed() else 0

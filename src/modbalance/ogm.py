@@ -311,15 +311,7 @@ class OGM:
         return noise
 
     def _generator_for(self, device: torch.device) -> torch.Generator:
-        if self.generator is None:
-            distributed = _distributed.resolve_sync(self.sync)
-            self.generator = torch.Generator(device=device)
-            self.generator.manual_seed(_distributed.shared_seed(device, distributed=distributed))
-        if self.generator.device.type != device.type:
-            raise ValueError(
-                f"OGM generator is on {self.generator.device} but the gradients are on {device}; "
-                "pass generator=torch.Generator(device=...) on the gradients' device"
-            )
+        self.generator = _distributed.shared_generator(self.generator, device, sync=self.sync, owner="OGM")
         return self.generator
 
     def _warn_if_adaptive(self, optimizer: torch.optim.Optimizer) -> None:

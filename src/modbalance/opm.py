@@ -41,6 +41,16 @@ class OPMOutput(NamedTuple):
         drop_probs: modality name -> 0-d drop probability :math:`q_m` of this step (0 when
             OPM is inactive; the value computed from the scores even when the execution draw
             did not fire).
+
+    Example:
+        >>> import torch
+        >>> opm = OPM(q_base=0.5, lam=0.5, p_exe=1.0, generator=torch.Generator().manual_seed(0))
+        >>> out = opm({"audio": torch.ones(6, 4), "visual": torch.ones(6, 2)},
+        ...           {"audio": torch.tensor(3.0), "visual": torch.tensor(1.0)})
+        >>> out.features["audio"].shape, out.keep.shape, out.keep.dtype
+        (torch.Size([6, 4]), torch.Size([6]), torch.bool)
+        >>> sorted(out.drop_probs), out.drop_probs["visual"].shape  # 0-d q per modality
+        (['audio', 'visual'], torch.Size([]))
     """
 
     features: dict[str, Tensor]
@@ -234,15 +244,7 @@ class OPM(nn.Module):
 
     def _generators(self, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
         """The execution-draw generator (same on every rank) and the mask generator (per rank)."""
-        if self.generator is None:
-            distributed = _distributed.resolve_sync(self.sync)
-            self.generator = torch.Generator(device=device)
-            self.generator.manual_seed(_distributed.shared_seed(device, distributed=distributed))
-        if self.generator.device.type != device.type:
-            raise ValueError(
-                f"OPM generator is on {self.generator.device} but the features are on {device}; "
-                "pass generator=torch.Generator(device=...) on the features' device"
-            )
+        self.generator = _distributed.shared_generator(self.generator, device, sync=self.sync, owner="OPM")
         if self._mask_generator is None:
             # Seeded from the shared stream plus the rank, so masks differ between ranks while
             # everything stays reproducible from the one user-visible generator.
