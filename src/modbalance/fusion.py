@@ -10,6 +10,19 @@ OGM and OPM:
   own full bias is exact (the official code halved it in evaluation, OGM-GE issue #33).
 * :class:`FiLM` and :class:`Gated` (two modalities, as in the OGM-GE paper): non-linear, so
   uni-modal logits use zero-out (the official code applied the concat slicing and crashed).
+
+Example:
+    >>> import torch
+    >>> from modbalance.fusion import create_fusion
+    >>> feats = {"audio": torch.randn(4, 8), "visual": torch.randn(4, 6)}
+    >>> for name in ("concat", "sum", "film", "gated"):
+    ...     fusion = create_fusion(name, {"audio": 8, "visual": 6}, num_classes=3)
+    ...     parts = fusion.unimodal_logits(feats)
+    ...     print(name, tuple(fusion(feats).shape), {m: tuple(z.shape) for m, z in parts.items()})
+    concat (4, 3) {'audio': (4, 3), 'visual': (4, 3)}
+    sum (4, 3) {'audio': (4, 3), 'visual': (4, 3)}
+    film (4, 3) {'audio': (4, 3), 'visual': (4, 3)}
+    gated (4, 3) {'audio': (4, 3), 'visual': (4, 3)}
 """
 
 from __future__ import annotations
@@ -25,7 +38,31 @@ __all__ = ["FUSIONS", "Concat", "FiLM", "Fusion", "Gated", "Sum", "create_fusion
 
 
 class Fusion(nn.Module):
-    """Base class: holds the modality order and checks inputs."""
+    """Base class: holds the modality order and checks inputs.
+
+    A subclass implements ``forward(features) -> (B, C)`` logits; :meth:`unimodal_logits` falls
+    back to :func:`~modbalance.scores.zero_out` unless the subclass has an exact decomposition.
+
+    Args:
+        dims: modality name -> feature width ``D_m`` (this order is the fusion's order).
+        num_classes: number of classes ``C`` (>= 2).
+        min_modalities: fewest modalities the subclass accepts.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> class MaxPool(Fusion):  # a custom fusion: max over per-modality linear heads
+        ...     def __init__(self, dims, num_classes):
+        ...         super().__init__(dims, num_classes)
+        ...         self.heads = nn.ModuleDict({m: nn.Linear(d, num_classes) for m, d in dims.items()})
+        ...     def forward(self, features):
+        ...         ordered = self._ordered(features)
+        ...         return torch.stack([self.heads[m](x) for m, x in ordered.items()]).amax(dim=0)
+        >>> fusion = MaxPool({"audio": 4, "visual": 3}, num_classes=5)
+        >>> feats = {"audio": torch.randn(2, 4), "visual": torch.randn(2, 3)}
+        >>> fusion(feats).shape, fusion.unimodal_logits(feats)["visual"].shape
+        (torch.Size([2, 5]), torch.Size([2, 5]))
+    """
 
     def __init__(self, dims: Mapping[str, int], num_classes: int, *, min_modalities: int = 1) -> None:
         super().__init__()

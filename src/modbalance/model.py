@@ -25,6 +25,18 @@ class ModelOutput(NamedTuple):
         unimodal_logits: modality name -> ``(B, C)``, detached, from the *un-dropped* features.
         features: modality name -> ``(B, D_m)`` encoder outputs, un-dropped.
         keep: ``(B,)`` bool, False for samples that OPM left without any modality.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from modbalance.fusion import Concat
+        >>> model = MultimodalClassifier({"audio": nn.Linear(6, 4), "visual": nn.Linear(5, 3)},
+        ...                              Concat({"audio": 4, "visual": 3}, num_classes=2))
+        >>> out = model({"audio": torch.randn(8, 6), "visual": torch.randn(8, 5)})
+        >>> out.logits.shape, out.unimodal_logits["visual"].shape, out.features["audio"].shape
+        (torch.Size([8, 2]), torch.Size([8, 2]), torch.Size([8, 4]))
+        >>> bool(out.keep.all())  # without OPM every sample keeps its modalities
+        True
     """
 
     logits: Tensor

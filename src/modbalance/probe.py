@@ -26,6 +26,13 @@ class LinearProbe(nn.Module):
         mean: ``(D,)`` feature means of the training split.
         std: ``(D,)`` feature standard deviations (floored at 1e-6).
         num_classes: number of classes.
+
+    Example:
+        >>> probe = LinearProbe(torch.tensor([1.0, 2.0]), torch.tensor([0.5, 0.0]), num_classes=3)
+        >>> probe(torch.randn(4, 2)).shape  # zero-initialised: fit it with fit_linear_probe
+        torch.Size([4, 3])
+        >>> probe.std.tolist()  # floored so constant features do not divide by zero
+        [0.5, 9.999999974752427e-07]
     """
 
     mean: Tensor

@@ -27,7 +27,19 @@ METHOD_ORDER: tuple[str, ...] = ("joint", "ogm", "ogm_ge", "opm", "opm+ogm")
 
 @dataclass
 class RunRecord:
-    """One finished run: its folder, per-epoch records and summary."""
+    """One finished run: its folder, per-epoch records and summary.
+
+    Attributes:
+        path: the run folder.
+        history: the records of ``metrics.jsonl``, one dict per epoch (``"epoch"``, ``"val/accuracy"``,
+            ``"train/rho/<m>"``, ...).
+        summary: the parsed ``summary.json`` (``"method"``, ``"seed"``, ``"test"``, ``"probe"``, ``"bayes"``, ...).
+
+    Example:
+        >>> record = RunRecord(Path("runs/x"), [{"epoch": 0, "val/accuracy": 0.5}], {"method": "ogm", "seed": 0})
+        >>> record.method, record.history[-1]["val/accuracy"]
+        ('ogm', 0.5)
+    """
 
     path: Path
     history: list[dict[str, Any]]
@@ -44,6 +56,21 @@ def load_run(path: str | Path) -> RunRecord:
 
     Raises:
         FileNotFoundError: ``summary.json`` or ``metrics.jsonl`` is missing (the run did not finish).
+
+    Example:
+        >>> import json, tempfile
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> for seed, acc in [(0, 0.80), (1, 0.90)]:
+        ...     run = Path(tmp.name) / f"joint-seed{seed}"
+        ...     run.mkdir()
+        ...     _ = (run / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "val/accuracy": acc}) + "\\n")
+        ...     summary = {"method": "joint", "seed": seed, "modalities": ["audio"], "bayes": {"fused": 0.95},
+        ...                "test": {"accuracy": acc, "accuracy/audio": 0.7}, "probe": {"audio": 0.75}}
+        ...     _ = (run / "summary.json").write_text(json.dumps(summary))
+        >>> record = load_run(Path(tmp.name) / "joint-seed1")
+        >>> record.method, record.summary["test"]["accuracy"], len(record.history)
+        ('joint', 0.9, 1)
+        >>> tmp.cleanup()
     """
     from modbalance.train.outputs import read_metrics
 
@@ -60,6 +87,20 @@ def find_runs(paths: Iterable[str | Path]) -> list[RunRecord]:
 
     Raises:
         FileNotFoundError: a path does not exist, or holds no finished run.
+
+    Example:
+        >>> import json, tempfile
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> for seed, acc in [(0, 0.80), (1, 0.90)]:
+        ...     run = Path(tmp.name) / f"joint-seed{seed}"
+        ...     run.mkdir()
+        ...     _ = (run / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "val/accuracy": acc}) + "\\n")
+        ...     summary = {"method": "joint", "seed": seed, "modalities": ["audio"], "bayes": {"fused": 0.95},
+        ...                "test": {"accuracy": acc, "accuracy/audio": 0.7}, "probe": {"audio": 0.75}}
+        ...     _ = (run / "summary.json").write_text(json.dumps(summary))
+        >>> [record.path.name for record in find_runs([tmp.name])]
+        ['joint-seed0', 'joint-seed1']
+        >>> tmp.cleanup()
     """
     runs: dict[Path, RunRecord] = {}
     for raw in paths:
@@ -80,7 +121,21 @@ def _method_key(method: str) -> tuple[int, str]:
 
 @dataclass
 class MethodRow:
-    """Seed statistics of one method: each metric as a list over seeds."""
+    """Seed statistics of one method: each metric as a list over seeds.
+
+    Attributes:
+        method: the method name (``"joint"``, ``"ogm"``, ..., ``"unimodal:<m>"``).
+        seeds: the seeds, one per run.
+        fused: fused test accuracy per run.
+        modality: modality name -> its uni-modal test accuracy per run.
+        probe: modality name -> its linear-probe test accuracy per run.
+        bayes: the Bayes-optimal accuracy of the row (imbalance lab only), else None.
+
+    Example:
+        >>> row = MethodRow("opm", seeds=[0, 1], fused=[0.96, 0.98], bayes=0.996)
+        >>> round(row.gap, 3)
+        0.026
+    """
 
     method: str
     seeds: list[int] = field(default_factory=list)
@@ -98,7 +153,23 @@ class MethodRow:
 
 
 def summarize(runs: Sequence[RunRecord]) -> list[MethodRow]:
-    """Group runs by method; the Bayes limit of a ``unimodal:<m>`` row is modality m's own."""
+    """Group runs by method; the Bayes limit of a ``unimodal:<m>`` row is modality m's own.
+
+    Example:
+        >>> import json, tempfile
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> for seed, acc in [(0, 0.80), (1, 0.90)]:
+        ...     run = Path(tmp.name) / f"joint-seed{seed}"
+        ...     run.mkdir()
+        ...     _ = (run / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "val/accuracy": acc}) + "\\n")
+        ...     summary = {"method": "joint", "seed": seed, "modalities": ["audio"], "bayes": {"fused": 0.95},
+        ...                "test": {"accuracy": acc, "accuracy/audio": 0.7}, "probe": {"audio": 0.75}}
+        ...     _ = (run / "summary.json").write_text(json.dumps(summary))
+        >>> [row] = summarize(find_runs([tmp.name]))
+        >>> row.method, row.seeds, row.fused, row.probe, row.bayes
+        ('joint', [0, 1], [0.8, 0.9], {'audio': [0.75, 0.75]}, 0.95)
+        >>> tmp.cleanup()
+    """
     rows: dict[str, MethodRow] = {}
     for record in runs:
         summary = record.summary
@@ -199,7 +270,26 @@ def _plot_grid(grid: Sequence[Sequence[tuple[str, str]]], runs: Sequence[RunReco
 
 
 def write_report(runs: Sequence[RunRecord], out_dir: str | Path, *, title: str = "modbalance report") -> Path:
-    """Write ``report.md``, ``accuracy.png`` and ``traces.png`` into ``out_dir``; return the report's path."""
+    """Write ``report.md``, ``accuracy.png`` and ``traces.png`` into ``out_dir``; return the report's path.
+
+    A plot is left out when no run has its metrics (``traces.png`` needs ``train/rho/<m>`` records).
+    Needs matplotlib (``pip install "modbalance[train]"``).
+
+    Example:
+        >>> import json, tempfile
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> for seed, acc in [(0, 0.80), (1, 0.90)]:
+        ...     run = Path(tmp.name) / f"joint-seed{seed}"
+        ...     run.mkdir()
+        ...     _ = (run / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "val/accuracy": acc}) + "\\n")
+        ...     summary = {"method": "joint", "seed": seed, "modalities": ["audio"], "bayes": {"fused": 0.95},
+        ...                "test": {"accuracy": acc, "accuracy/audio": 0.7}, "probe": {"audio": 0.75}}
+        ...     _ = (run / "summary.json").write_text(json.dumps(summary))
+        >>> report = write_report(find_runs([tmp.name]), Path(tmp.name) / "report", title="two seeds")
+        >>> report.read_text().splitlines()[0], sorted(p.name for p in report.parent.iterdir())
+        ('# two seeds', ['accuracy.png', 'report.md'])
+        >>> tmp.cleanup()
+    """
     if not runs:
         raise ValueError("write_report needs at least one finished run")
     out = Path(out_dir)

@@ -8,6 +8,24 @@ OGM and OPM measure imbalance from uni-modal logits. Three ways to get them:
   authors' advice for non-linear fusion, OGM-GE issue #21);
 * :class:`AuxiliaryHeads`: one linear classifier per modality, trained on detached features
   next to the model (an online linear probe).
+
+Each returns ``{modality: (B, C) logits}``, detached, ready for
+:func:`~modbalance.unimodal_scores`.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> from modbalance.scores import AuxiliaryHeads, head_slice, zero_out
+    >>> head = nn.Linear(7, 3)
+    >>> feats = {"audio": torch.randn(4, 4), "visual": torch.randn(4, 3)}
+    >>> fuse = lambda f: head(torch.cat([f["audio"], f["visual"]], dim=1))
+    >>> sliced, zeroed = head_slice(head, feats), zero_out(fuse, feats)
+    >>> aux = AuxiliaryHeads({"audio": 4, "visual": 3}, num_classes=3)(feats)
+    >>> [tuple(logits["visual"].shape) for logits in (sliced, zeroed, aux)]
+    [(4, 3), (4, 3), (4, 3)]
+    >>> # for a linear head, zero-out differs from the slice only by the bias share
+    >>> torch.allclose(zeroed["audio"] - sliced["audio"], head.bias.detach() / 2, atol=1e-6)
+    True
 """
 
 from __future__ import annotations

@@ -50,6 +50,16 @@ class PretrainedLoad(NamedTuple):
         dropped: Checkpoint keys deliberately not loaded (``fc.*``, and ``conv1.weight`` when kept at init).
         conv1: ``"copied"``, ``"adapted"`` (summed over the checkpoint's channels, see the module doc) or
             ``"kept_init"``.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from modbalance.encoders.resnet import ResNet18, resnet18_visual
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     file = pathlib.Path(tmp) / "rgb.pth"
+        ...     torch.save(ResNet18(3).state_dict(), file)  # a headless RGB ResNet-18, same stem
+        ...     report = load_pretrained(resnet18_visual(), file)
+        >>> report.conv1, report.dropped, len(report.loaded) > 100, report.path.name
+        ('copied', (), True, 'rgb.pth')
     """
 
     path: Path

@@ -46,7 +46,15 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
 class ConfigError(ValueError):
-    """A config that cannot run: the message names the key, the value and what is allowed."""
+    """A config that cannot run: the message names the key, the value and what is allowed.
+
+    Example:
+        >>> try:
+        ...     load_config(None, ["method.name=ogmge"])
+        ... except ValueError as error:  # ConfigError is a ValueError
+        ...     print(type(error).__name__, error)
+        ConfigError method.name='ogmge' is not allowed. Allowed values: joint, ogm, ogm_ge, opm, opm+ogm, ...
+    """
 
 
 @dataclass
@@ -54,6 +62,11 @@ class EncoderConfig:
     """One modality's encoder: a name of :data:`modbalance.encoders.registry.ENCODERS` and its kwargs.
 
     ``in_dim`` is filled from the data when the encoder takes it and the options leave it out.
+
+    Example:
+        >>> cfg = load_config(None, ["model.encoders.audio.name=mlp", "model.encoders.audio.options.hidden_dim=32"])
+        >>> cfg.model.encoders["audio"]
+        EncoderConfig(name='mlp', options={'hidden_dim': 32})
     """
 
     name: str = "mlp"
@@ -62,7 +75,12 @@ class EncoderConfig:
 
 @dataclass
 class DataConfig:
-    """Where the data comes from: ``synthetic`` (the built-in lab) or a registered benchmark."""
+    """Where the data comes from: ``synthetic`` (the built-in lab) or a registered benchmark.
+
+    Example:
+        >>> load_config("lab/tiny", ["data.options.seed=3"]).data.options
+        {'seed': 3}
+    """
 
     name: str = "synthetic"
     preset: str = "default"  # lab preset (synthetic only)
@@ -76,7 +94,13 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Encoders per modality and the fusion head (:func:`modbalance.fusion.create_fusion`)."""
+    """Encoders per modality and the fusion head (:func:`modbalance.fusion.create_fusion`).
+
+    Example:
+        >>> model = load_config("lab/tiny", ["model.fusion=sum"]).model
+        >>> sorted(model.encoders), model.fusion
+        (['audio', 'visual'], 'sum')
+    """
 
     encoders: dict[str, EncoderConfig] = field(default_factory=dict)
     fusion: str = "concat"
@@ -85,7 +109,15 @@ class ModelConfig:
 
 @dataclass
 class MethodConfig:
-    """The balancing method and its hyperparameters (OGM: alpha..rule; OPM: q_base..rescale)."""
+    """The balancing method and its hyperparameters (OGM: alpha..rule; OPM: q_base..rescale).
+
+    ``name`` is one of ``joint``, ``ogm``, ``ogm_ge``, ``opm``, ``opm+ogm`` or ``unimodal:<modality>``.
+
+    Example:
+        >>> method = load_config(None, ["method.name=opm", "method.q_base=0.4"]).method
+        >>> method.name, method.q_base, method.lam, method.p_exe
+        ('opm', 0.4, 0.5, 0.7)
+    """
 
     name: str = "joint"
     alpha: float = 0.8
@@ -102,7 +134,12 @@ class MethodConfig:
 
 @dataclass
 class SchedulerConfig:
-    """Learning-rate schedule, stepped once per epoch."""
+    """Learning-rate schedule, stepped once per epoch: ``none``, ``step`` or ``cosine``.
+
+    Example:
+        >>> load_config(None, ["optim.scheduler.name=step", "optim.scheduler.step_size=20"]).optim.scheduler
+        SchedulerConfig(name='step', step_size=20, gamma=0.1)
+    """
 
     name: str = "none"
     step_size: int = 70
@@ -111,7 +148,13 @@ class SchedulerConfig:
 
 @dataclass
 class OptimConfig:
-    """Optimizer over every trainable parameter."""
+    """Optimizer over every trainable parameter: ``sgd``, ``adam`` or ``adamw``.
+
+    Example:
+        >>> optim = load_config(None, ["optim.name=adamw", "optim.lr=1e-3"]).optim
+        >>> optim.name, optim.lr, optim.weight_decay
+        ('adamw', 0.001, 0.0001)
+    """
 
     name: str = "sgd"
     lr: float = 1e-3
@@ -122,7 +165,13 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    """The loop: epochs, batches, device, precision, checkpoints, model selection."""
+    """The loop: epochs, batches, device, precision, checkpoints, model selection.
+
+    Example:
+        >>> train = load_config(None, ["train.epochs=5", "train.precision=bf16"]).train
+        >>> train.epochs, train.precision, train.select_on
+        (5, 'bf16', 'val')
+    """
 
     epochs: int = 10
     batch_size: int = 64  # per optimizer step and per process
@@ -144,7 +193,13 @@ class TrainConfig:
 
 @dataclass
 class ExperimentConfig:
-    """The whole run. ``run_name`` defaults to ``<data>-<method>-seed<seed>``."""
+    """The whole run. ``run_name`` defaults to ``<data>-<method>-seed<seed>``.
+
+    Example:
+        >>> cfg = ExperimentConfig()
+        >>> cfg.data.name, cfg.method.name, cfg.seed, cfg.output_dir
+        ('synthetic', 'joint', 0, 'runs')
+    """
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -191,6 +246,11 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     Raises:
         ConfigError: unknown key, wrong type or impossible value (the message names the key).
         FileNotFoundError: ``path`` does not exist.
+
+    Example:
+        >>> cfg = load_config("lab/ogm", ["seed=1", "method.alpha=0.5"])  # a shipped config
+        >>> cfg.method.name, cfg.method.alpha, cfg.seed, cfg.train.epochs
+        ('ogm', 0.5, 1, 20)
     """
     omegaconf = _omegaconf()
     OmegaConf, errors = omegaconf.OmegaConf, omegaconf.errors

@@ -111,6 +111,18 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", device: str = "aut
 
     Raises:
         FileNotFoundError: the folder has no ``config.yaml`` or no best checkpoint.
+
+    Example:
+        >>> import json, tempfile
+        >>> from modbalance.train import load_config, run
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     run_dir = run(load_config("lab/tiny", [f"output_dir={tmp}"]))  # about a second
+        ...     again = evaluate_run(run_dir)
+        ...     saved = json.loads((run_dir / "summary.json").read_text())["test"]
+        >>> sorted(again)
+        ['accuracy', 'accuracy/audio', 'accuracy/visual', 'loss', 'macro_f1', 'map', 'rho/audio', 'rho/visual']
+        >>> abs(again["accuracy"] - saved["accuracy"]) < 1e-6
+        True
     """
     from modbalance.train.build import build_model
 

@@ -39,7 +39,18 @@ AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class NonFiniteLossError(RuntimeError):
-    """Training produced a non-finite loss; the message names the step, the epoch and the last finite metrics."""
+    """Training produced a non-finite loss; the message names the step, the epoch and the last finite metrics.
+
+    Example:
+        >>> import tempfile
+        >>> from modbalance.train import load_config, run
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     try:
+        ...         run(load_config("lab/tiny", ["optim.lr=1e30", f"output_dir={tmp}"]))
+        ...     except RuntimeError as error:
+        ...         print(type(error).__name__, str(error)[:40])
+        NonFiniteLossError non-finite loss at step 2 (epoch 0); tra
+    """
 
 
 @dataclass
