@@ -158,3 +158,49 @@ def test_relative_links_and_images_resolve(path):
         if not (path.parent / target).exists():
             broken.append(target)
     assert not broken, f"{path.name} links to missing files: {broken}"
+
+
+SHELL_VARS = {"$s": "0", "$m": "ogm", "$a": "0.8"}  # the loop variables used in docs/benchmarks.md
+
+
+def _documented_commands() -> list[tuple[str, list[str]]]:
+    """Every ``modbalance ...`` command (also after ``torchrun ... -m``) in a ```bash block, as argv."""
+    import shlex
+
+    found = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for block in re.findall(r"```bash\n(.*?)```", path.read_text(), re.DOTALL):
+            for line in block.replace("\\\n", " ").splitlines():
+                words = shlex.split(line, comments=True)
+                if "modbalance" not in words or "pip" in words:
+                    continue
+                argv = words[words.index("modbalance") + 1 :]
+                argv = [next((word.replace(k, v) for k, v in SHELL_VARS.items() if k in word), word) for word in argv]
+                argv = argv[: argv.index(";")] if ";" in argv else argv
+                argv = [word.rstrip(";") for word in argv if word not in ("done", "do")]
+                found.append((f"{path.name}: {line.strip()}", argv))
+    return found
+
+
+@pytest.mark.parametrize("command", _documented_commands(), ids=lambda command: command[0][:70])
+def test_documented_commands_parse_and_shipped_configs_load(command):
+    """A command shown in the docs parses with the real CLI; a shipped config loads with its overrides."""
+    from modbalance.cli import build_parser
+
+    where, argv = command
+
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit:
+        pytest.fail(f"{where}: the command line does not parse: {argv}")
+    config = getattr(args, "config", None)
+    if args.command == "train" and config and not config.endswith((".yaml", ".yml")):
+        from modbalance.train import load_config
+
+        load_config(config, args.overrides)  # raises ConfigError naming a bad key or value
+
+
+def test_documented_commands_are_found():
+    commands = [argv for _, argv in _documented_commands()]
+    assert ["train", "--config", "lab/ogm"] in commands  # the README's first training command
+    assert any(argv[:1] == ["report"] for argv in commands)
