@@ -9,12 +9,17 @@ Two kinds of splits:
 
 Either way the order of samples is the sampler's, which depends only on (seed, epoch): a resumed
 or multi-process run sees the same global batches as an uninterrupted single process.
+
+Benchmark datasets also draw their train-time frames and crops from (seed, epoch, index), so the
+trainer calls :meth:`DataBundle.set_epoch` before each epoch; and they may skip unreadable samples
+(``on_error: skip``), which :meth:`DataBundle.report_skipped` collects at the end of each epoch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,7 +28,17 @@ from torch import Tensor
 from modbalance.train.config import ConfigError, ExperimentConfig
 from modbalance.train.distributed import ShardedBatchSampler, seed_worker
 
-__all__ = ["DataBundle", "build_data", "data_modalities", "iterate_batches"]
+__all__ = [
+    "DataBundle",
+    "IndexedSplit",
+    "build_data",
+    "data_modalities",
+    "describe_skipped",
+    "hold_out_validation",
+    "iterate_batches",
+    "merge_skipped",
+    "skipped_record",
+]
 
 Batch = tuple[dict[str, Tensor], Tensor]
 
@@ -63,13 +78,52 @@ class DataBundle:
         """Two validation samples, to size the fusion from the encoders' outputs."""
         return self.batch("val", [0, min(1, len(self.splits["val"]) - 1)])[0]
 
+    def set_epoch(self, epoch: int) -> None:
+        """Call ``set_epoch(epoch)`` on every split that has it (the seed of train-time draws)."""
+        for dataset in self.splits.values():
+            method = _hook(dataset, "set_epoch")
+            if method is not None:
+                method(epoch)
+
+    def report_skipped(self, splits: Sequence[str] | None = None) -> dict[str, list[Any]]:
+        """Split -> the samples it skipped since the last call (``SkippedSample`` tuples); the record is cleared.
+
+        Only splits whose dataset can skip samples (it has ``report_skipped``) appear, with an empty
+        list when nothing was skipped.
+        """
+        found: dict[str, list[Any]] = {}
+        for role in splits if splits is not None else list(self.splits):
+            method = _hook(self.splits[role], "report_skipped")
+            if method is not None:
+                found[role] = list(method())
+        return found
+
+
+def _hook(dataset: Any, name: str) -> Any:
+    """``dataset.<name>`` if the dataset (or the one an :class:`IndexedSplit` wraps) has it, else None."""
+    if isinstance(dataset, IndexedSplit):
+        return getattr(dataset, name) if callable(getattr(dataset.dataset, name, None)) else None
+    method = getattr(dataset, name, None)
+    return method if callable(method) else None
+
 
 class IndexedSplit:
-    """The rows ``indices`` of a split, indexable like it (one sample, or a batch by index tensor)."""
+    """The rows ``indices`` of a split, indexable like it (one sample, or a batch by index tensor).
 
-    def __init__(self, dataset: Any, indices: Tensor) -> None:
+    Args:
+        dataset: the dataset whose rows are taken.
+        indices: the row indices, a 1-D long tensor.
+        reports: whether :meth:`report_skipped` reports the wrapped dataset's skips (False when
+            another split reports for the same dataset object).
+        report_early: whether it includes the rows dropped while the dataset was built (their
+            sample index is -1); False for a second copy of a list whose first copy reports them.
+    """
+
+    def __init__(self, dataset: Any, indices: Tensor, *, reports: bool = True, report_early: bool = True) -> None:
         self.dataset = dataset
         self.indices = indices
+        self.reports = reports
+        self.report_early = report_early
 
     def __len__(self) -> int:
         return int(self.indices.numel())
@@ -79,27 +133,59 @@ class IndexedSplit:
             return self.dataset[self.indices[index]]
         return self.dataset[int(self.indices[index])]
 
+    def set_epoch(self, epoch: int) -> None:
+        """Forward to the wrapped dataset, if it has ``set_epoch``."""
+        method = getattr(self.dataset, "set_epoch", None)
+        if callable(method):
+            method(epoch)
 
-def hold_out_validation(splits: dict[str, Any], fraction: float) -> dict[str, Any]:
+    def report_skipped(self) -> list[Any]:
+        """The wrapped dataset's skipped samples (see ``reports`` and ``report_early``)."""
+        method = getattr(self.dataset, "report_skipped", None)
+        if not self.reports or not callable(method):
+            return []
+        found = list(method())
+        return found if self.report_early else [item for item in found if item.sample >= 0]
+
+
+def hold_out_validation(splits: dict[str, Any], fraction: float, eval_train: Any = None) -> dict[str, Any]:
     """Split a fixed random ``fraction`` of the train split off as the validation split.
 
     The permutation has a fixed seed (not the run's), so every seed of an experiment selects on
     the same validation samples, and they never appear in training.
 
+    Args:
+        splits: ``"train"`` (and others) -> dataset.
+        fraction: the share of train held out, in (0, 1).
+        eval_train: the same train list read with deterministic (eval) transforms; the validation
+            rows are taken from it. ``None``: from ``splits["train"]`` itself (data without
+            train-time randomness).
+
     Example:
         >>> out = hold_out_validation({"train": list(range(10)), "test": [0]}, 0.3)
         >>> len(out["train"]), len(out["val"]), set(out["val"].indices.tolist()) & set(out["train"].indices.tolist())
         (7, 3, set())
+        >>> eval_copy = [f"eval {x}" for x in range(10)]
+        >>> out = hold_out_validation({"train": list(range(10))}, 0.3, eval_train=eval_copy)
+        >>> out["train"][0] in range(10), out["val"][0].startswith("eval")
+        (True, True)
     """
     train = splits["train"]
+    if eval_train is not None and len(eval_train) != len(train):
+        raise ValueError(
+            f"the eval copy of the train split has {len(eval_train)} samples, the train split {len(train)}"
+        )
     held = max(1, round(len(train) * fraction))
     if held >= len(train):
         raise ConfigError(f"data.val_fraction={fraction} leaves no training sample out of {len(train)}")
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(20240601))
+    separate = eval_train is not None and eval_train is not train
     return {
         **splits,
         "train": IndexedSplit(train, order[held:].sort().values),
-        "val": IndexedSplit(train, order[:held].sort().values),
+        "val": IndexedSplit(
+            eval_train if separate else train, order[:held].sort().values, reports=separate, report_early=False
+        ),
     }
 
 
@@ -154,12 +240,27 @@ def _lab_bundle(config: ExperimentConfig) -> DataBundle:
     )
 
 
+def _benchmark_options(config: ExperimentConfig) -> dict[str, Any]:
+    """``data.options``, with the run's seed as the loader's ``seed`` (train-time draws) unless set there."""
+    from modbalance.data.registry import DATASETS
+
+    options = dict(config.data.options)
+    entry = DATASETS.get(config.data.name)
+    if entry is not None and "seed" in entry.options() and options.get("seed") is None:
+        options["seed"] = config.seed
+    return options
+
+
 def _benchmark_bundle(config: ExperimentConfig) -> DataBundle:
-    from modbalance.data.registry import build_dataset, dataset_info
+    from modbalance.data.registry import DATASETS, build_dataset, dataset_info
 
     data = config.data
     if data.root is None:
-        raise ConfigError(f"data.root is required for dataset {data.name!r} (the folder prepared by `modbalance prep`)")
+        raise ConfigError(
+            f"data.root is required for dataset {data.name!r}: the folder prepared by `modbalance prep {data.name}` "
+            f"(e.g. modbalance train --config ... data.root=/data/{data.name}-prepared)"
+        )
+    options = _benchmark_options(config)
     try:
         info = dataset_info(data.name, **data.options)
     except (TypeError, ValueError) as error:
@@ -173,26 +274,118 @@ def _benchmark_bundle(config: ExperimentConfig) -> DataBundle:
             raise ConfigError(
                 f"data.{role}_split={name!r}: dataset {data.name!r} has splits {', '.join(info.splits)}{hint}"
             )
+    if not Path(data.root).is_dir():
+        raise ConfigError(
+            f"data.root={data.root!r}: no such folder; prepare it with "
+            f"`modbalance prep {data.name} --raw RAW_DIR --out {data.root}` (docs/datasets.md)"
+        )
     splits = {}
-    for role, name in roles:
-        try:
-            splits[role] = build_dataset(data.name, data.root, name, **data.options)
-        except TypeError as error:
-            raise ConfigError(f"data.options: {error}") from error
+    eval_train = None
+    try:
+        for role, name in roles:
+            try:
+                splits[role] = build_dataset(data.name, data.root, name, **options)
+            except FileNotFoundError as error:
+                if role != "val":
+                    raise
+                raise ConfigError(
+                    f"data.val_split={name!r} cannot be read: {error}. If the prepared data has no validation "
+                    "split, set data.val_fraction (e.g. 0.1) to hold out part of train instead"
+                ) from error
+        if data.val_fraction > 0 and "train" in DATASETS[data.name].options():
+            # The held-out validation rows are read like any evaluation split: deterministic frames and crops.
+            eval_train = build_dataset(data.name, data.root, data.train_split, **{**options, "train": False})
+    except TypeError as error:
+        raise ConfigError(f"data.options: {error}") from error
     num_classes = dataset_info(data.name, data.root, **data.options).num_classes  # classes.txt when the data has one
-    return DataBundle(splits=splits, modalities=list(info.modalities), num_classes=int(num_classes))
+    bundle = DataBundle(splits=splits, modalities=list(info.modalities), num_classes=int(num_classes))
+    bundle.extras["eval_train"] = eval_train
+    return bundle
 
 
 def build_data(config: ExperimentConfig) -> DataBundle:
     """Build the train, validation and test splits of the configured data.
 
     With ``data.val_fraction > 0`` the validation split is held out of the train split
-    (:func:`hold_out_validation`) instead of read from ``data.val_split``.
+    (:func:`hold_out_validation`) instead of read from ``data.val_split``; for benchmarks its rows
+    are read from a second copy of the train list built with ``train=False`` (eval transforms).
+    For benchmarks, ``in_dims`` holds the feature width of each modality whose samples are
+    vectors or sequences (``(D,)`` or ``(L, D)``, e.g. MOSEI), for encoders that take ``in_dim``.
+
+    Raises:
+        ConfigError: a missing ``data.root``, an unknown split or option.
     """
     bundle = _lab_bundle(config) if config.data.name == "synthetic" else _benchmark_bundle(config)
+    eval_train = bundle.extras.pop("eval_train", None)
     if config.data.val_fraction > 0:
-        bundle.splits = hold_out_validation(bundle.splits, config.data.val_fraction)
+        bundle.splits = hold_out_validation(bundle.splits, config.data.val_fraction, eval_train)
+    if not bundle.batched:
+        sample = bundle.batch("val", [0])[0]
+        bundle.in_dims = {m: int(x.shape[-1]) for m, x in sample.items() if x.dim() <= 3}
     return bundle
+
+
+#: How many skipped samples an epoch record (and the log) names.
+SKIPPED_LISTED = 5
+
+
+def merge_skipped(per_rank: Sequence[dict[str, list[Any]]]) -> dict[str, list[Any]]:
+    """Merge :meth:`DataBundle.report_skipped` results of every rank (a sample reported twice counts once).
+
+    Example:
+        >>> from modbalance.data.base import SkippedSample
+        >>> a = SkippedSample(3, "clip3", "corrupt", "clip3.jpg: truncated")
+        >>> b = SkippedSample(-1, "clip9", "missing", "clip9.npy: file not found")
+        >>> merged = merge_skipped([{"train": [a, b], "val": []}, {"train": [b], "val": []}])
+        >>> {role: [s.name for s in items] for role, items in merged.items()}
+        {'train': ['clip3', 'clip9'], 'val': []}
+    """
+    merged: dict[str, list[Any]] = {}
+    seen: set[tuple[str, int, str, str]] = set()
+    for found in per_rank:
+        for role, items in found.items():
+            kept = merged.setdefault(role, [])
+            for item in items:
+                key = (role, int(item.sample), str(item.name), str(item.reason))
+                if key not in seen:
+                    seen.add(key)
+                    kept.append(item)
+    return merged
+
+
+def skipped_record(found: dict[str, list[Any]]) -> dict[str, Any]:
+    """The keys an epoch record gets from :func:`merge_skipped`'s result.
+
+    ``skipped/<split>``: how many samples of the split were skipped; ``skipped_samples``: the first
+    :data:`SKIPPED_LISTED` of them (split, name, reason, message), present only if any was skipped.
+
+    Example:
+        >>> from modbalance.data.base import SkippedSample
+        >>> record = skipped_record({"train": [SkippedSample(3, "clip3", "corrupt", "a.jpg: bad")], "val": []})
+        >>> record["skipped/train"], record["skipped/val"], record["skipped_samples"][0]["name"]
+        (1, 0, 'clip3')
+    """
+    record: dict[str, Any] = {f"skipped/{role}": len(items) for role, items in found.items()}
+    listed = [
+        {"split": role, "name": item.name, "reason": item.reason, "message": item.message}
+        for role, items in found.items()
+        for item in items
+    ][:SKIPPED_LISTED]
+    if listed:
+        record["skipped_samples"] = listed
+    return record
+
+
+def describe_skipped(found: dict[str, list[Any]]) -> str:
+    """One line naming the skipped samples (the first :data:`SKIPPED_LISTED`), for a warning; "" if none."""
+    total = sum(len(items) for items in found.values())
+    if total == 0:
+        return ""
+    counts = ", ".join(f"{role} {len(items)}" for role, items in found.items() if items)
+    shown = [f"{item.name} ({item.reason}: {item.message})" for items in found.values() for item in items]
+    more = f"; and {total - SKIPPED_LISTED} more" if total > SKIPPED_LISTED else ""
+    shown = shown[:SKIPPED_LISTED]
+    return f"skipped {total} unreadable sample(s) ({counts}): {'; '.join(shown)}{more}"
 
 
 def _to_device(batch: Batch, device: torch.device, modalities: list[str]) -> Batch:

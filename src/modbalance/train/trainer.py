@@ -10,6 +10,7 @@ the best validation value so far and the metrics history.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import sys
@@ -31,7 +32,14 @@ from modbalance.train.checkpoint import (
     save_checkpoint,
 )
 from modbalance.train.config import ExperimentConfig, config_to_yaml, load_config
-from modbalance.train.data import build_data, data_modalities, iterate_batches
+from modbalance.train.data import (
+    build_data,
+    data_modalities,
+    describe_skipped,
+    iterate_batches,
+    merge_skipped,
+    skipped_record,
+)
 from modbalance.train.distributed import (
     DistributedContext,
     ShardedBatchSampler,
@@ -44,7 +52,7 @@ from modbalance.train.distributed import (
 )
 from modbalance.train.finish import finish_run
 from modbalance.train.loop import NonFiniteWatch, StepParts, evaluate, train_step
-from modbalance.train.outputs import RunFiles
+from modbalance.train.outputs import RunFiles, write_json
 from modbalance.train.validate import check_modalities
 
 __all__ = ["run", "run_folder"]
@@ -239,6 +247,7 @@ class _Trainer:
                 stopped = self._train_epoch()
                 self._end_epoch()
             finish_run(self)
+            self._report_final_skips()
         finally:
             self.files.close()
         return self.files.root
@@ -265,6 +274,7 @@ class _Trainer:
             self.methods.opm.train()
         self.sampler.set_epoch(self.epoch)
         self.sampler.set_start_batch(self.start_batch)
+        self.bundle.set_epoch(self.epoch)  # train-time frames/crops are drawn from (seed, epoch, index)
         batches = iterate_batches(
             self.bundle,
             "train",
@@ -293,6 +303,22 @@ class _Trainer:
         watch.check(self.epoch)
         return False
 
+    def _skipped(self, roles: list[str] | None, when: str) -> dict[str, Any]:
+        """Every rank's skipped samples of ``roles`` since the last call, as record keys; logged by name."""
+        found = merge_skipped(gather_objects(self.bundle.report_skipped(roles), self.ctx))
+        message = describe_skipped(found)
+        if message:
+            logger.warning("%s: %s", when, message)
+        return skipped_record(found)
+
+    def _report_final_skips(self) -> None:
+        """Samples skipped by the final test evaluation (and the probe) go into ``summary.json``."""
+        record = self._skipped(None, "final evaluation")
+        if record and self.ctx.is_main:
+            summary = json.loads(self.files.summary.read_text())
+            summary["skipped"] = record
+            write_json(self.files.summary, summary)
+
     def _end_epoch(self) -> None:
         """Epoch record (train sums reduced over ranks, validation), best checkpoint, scheduler, last checkpoint."""
         train_record = self.sums.compute(lambda sums: reduce_sums(sums, self.ctx))
@@ -312,6 +338,7 @@ class _Trainer:
         }
         record.update({f"train/{k}": v for k, v in train_record.items()})
         record.update({f"val/{k}": v for k, v in val_record.items()})
+        record.update(self._skipped(["train", "val"], f"epoch {self.epoch}"))
         self.history.append(record)
         self.files.append_record(record)
         logger.info(
