@@ -210,6 +210,9 @@ def _public_methods(cls: type) -> list[tuple[str, Any]]:
             continue
         if isinstance(value, (staticmethod, classmethod)):
             value = value.__func__
+        undocumented_override = _own_doc(value) is None and any(hasattr(base, attr) for base in cls.__mro__[1:])
+        if undocumented_override:  # e.g. nn.Module.extra_repr: a hook, not API
+            continue
         if isinstance(value, property) or inspect.isfunction(value):
             methods.append((attr, value))
     return methods
