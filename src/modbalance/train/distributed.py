@@ -166,6 +166,9 @@ def init_distributed(device: str = "auto") -> DistributedContext:
 def shutdown_distributed(ctx: DistributedContext) -> None:
     """Destroy the process group that :func:`init_distributed` started (no-op for one process)."""
     if ctx.distributed and dist.is_available() and dist.is_initialized():
+        # Every rank must be done with its collectives before any rank tears its connections down;
+        # otherwise a rank still in gloo's teardown can abort ("terminate called without an active exception").
+        barrier(ctx)
         dist.destroy_process_group()
 
 

@@ -10,6 +10,7 @@ the best validation value so far and the metrics history.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import random
@@ -103,6 +104,10 @@ def run(config: ExperimentConfig | str | Path | None = None, *, resume: str | Pa
     finally:
         set_deterministic(deterministic)
         if owns_group:
+            # The trainer (its DDP wrapper holds the process group) sits in reference cycles; free it
+            # now, so the group is not destroyed a second time at interpreter exit, where gloo's
+            # threads can abort the process.
+            gc.collect()
             shutdown_distributed(ctx)
 
 
