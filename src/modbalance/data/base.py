@@ -185,6 +185,31 @@ class ClipDataset(Dataset[tuple[dict[str, Tensor], int]]):
         self._codes = torch.zeros(len(records), dtype=torch.int8)
         self._codes.share_memory_()
         self._messages: dict[int, str] = {}
+        self._substitutes: torch.Tensor | None = None
+
+    def restrict_substitutes(self, indices: torch.Tensor | Sequence[int]) -> None:
+        """Let only these samples stand in for a skipped one.
+
+        When one list is split into train and held-out validation rows, each part restricts the
+        substitutes to its own rows, so a skipped training sample is never replaced by a
+        validation sample (or the other way round).
+
+        Example:
+            >>> import numpy as np, tempfile, os
+            >>> root = tempfile.mkdtemp()
+            >>> for name, value in (("a", 0.0), ("b", 1.0), ("c", 2.0)):
+            ...     media.save_array(os.path.join(root, name + ".npy"), np.full((257, 188), value, np.float32))
+            >>> records = [ClipRecord(n, 0, audio=os.path.join(root, n + ".npy")) for n in "abc"]
+            >>> ds = ClipDataset(records, ["x"], modalities=("audio",), audio=AudioSpec("a1", (257, 188)),
+            ...                  on_error="skip")
+            >>> os.remove(os.path.join(root, "a.npy"))  # sample 0 becomes unreadable
+            >>> ds.restrict_substitutes([0, 2])           # "b" belongs to another part of the list
+            >>> float(ds[0][0]["audio"].mean())           # stood in for by "c", not "b"
+            2.0
+        """
+        mask = torch.zeros(len(self.records), dtype=torch.bool)
+        mask[torch.as_tensor(indices, dtype=torch.long)] = True
+        self._substitutes = mask
 
     # ---------------------------------------------------------------------------------------------------------
     def _early_note(self) -> str:
@@ -232,7 +257,7 @@ class ClipDataset(Dataset[tuple[dict[str, Tensor], int]]):
             self._record_failure(index, error)
         for step in range(1, min(MAX_SUBSTITUTES, len(self.records) - 1) + 1):
             other = (index + step) % len(self.records)
-            if int(self._codes[other]) != 0:
+            if int(self._codes[other]) != 0 or (self._substitutes is not None and not self._substitutes[other]):
                 continue
             try:
                 return self.load(other)

@@ -180,6 +180,10 @@ def hold_out_validation(splits: dict[str, Any], fraction: float, eval_train: Any
         raise ConfigError(f"data.val_fraction={fraction} leaves no training sample out of {len(train)}")
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(20240601))
     separate = eval_train is not None and eval_train is not train
+    if separate and hasattr(train, "restrict_substitutes"):
+        # A skipped sample's stand-in must come from its own part, or validation rows leak into training.
+        train.restrict_substitutes(order[held:])
+        eval_train.restrict_substitutes(order[:held])
     return {
         **splits,
         "train": IndexedSplit(train, order[held:].sort().values),
