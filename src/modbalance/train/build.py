@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from modbalance.encoders.pretrained import load_pretrained
 from modbalance.encoders.registry import ENCODERS, build_encoder
 from modbalance.fusion import create_fusion
 from modbalance.model import MultimodalClassifier
@@ -74,6 +75,12 @@ def build_model(config: ExperimentConfig, bundle: DataBundle) -> MultimodalClass
             )
         except (TypeError, ValueError) as error:
             raise ConfigError(f"{key}: cannot build encoder: {error}") from error
+        pretrained = config.model.encoders[modality].pretrained
+        if pretrained is not None:
+            try:
+                load_pretrained(encoders[modality], pretrained, conv1=config.model.encoders[modality].pretrained_conv1)
+            except (OSError, TypeError, ValueError) as error:
+                raise ConfigError(f"{key}.pretrained: {error}") from error
     sample = bundle.sample_inputs()
     dims: dict[str, int] = {}
     with torch.no_grad():

@@ -62,15 +62,20 @@ class EncoderConfig:
     """One modality's encoder: a name of :data:`modbalance.encoders.registry.ENCODERS` and its kwargs.
 
     ``in_dim`` is filled from the data when the encoder takes it and the options leave it out.
+    ``pretrained`` is a local torchvision-layout ResNet-18 checkpoint loaded with
+    :func:`~modbalance.encoders.load_pretrained` (never downloaded); ``pretrained_conv1`` is its
+    stem mode (``auto``, ``adapt`` or ``reinit``).
 
     Example:
         >>> cfg = load_config(None, ["model.encoders.audio.name=mlp", "model.encoders.audio.options.hidden_dim=32"])
         >>> cfg.model.encoders["audio"]
-        EncoderConfig(name='mlp', options={'hidden_dim': 32})
+        EncoderConfig(name='mlp', options={'hidden_dim': 32}, pretrained=None, pretrained_conv1='auto')
     """
 
     name: str = "mlp"
     options: dict[str, Any] = field(default_factory=dict)
+    pretrained: str | None = None
+    pretrained_conv1: str = "auto"
 
 
 @dataclass

@@ -134,6 +134,7 @@ def _check_data_and_model(config: ExperimentConfig) -> None:
     _allowed("model.fusion", config.model.fusion, sorted(FUSIONS))
     for modality, encoder in config.model.encoders.items():
         _allowed(f"model.encoders.{modality}.name", encoder.name, ENCODERS.names())
+        _allowed(f"model.encoders.{modality}.pretrained_conv1", encoder.pretrained_conv1, ("auto", "adapt", "reinit"))
     _at_least("seed", config.seed, 0)
     if config.run_name is not None and (not config.run_name or "/" in config.run_name):
         raise ConfigError(f"run_name={config.run_name!r} must be a non-empty folder name without '/'")
