@@ -199,22 +199,32 @@ def _pct(values: Sequence[float]) -> str:
 def format_table(rows: Sequence[MethodRow]) -> str:
     """A Markdown table of :func:`summarize`'s rows; accuracies in %, mean ± std over seeds.
 
+    The "Bayes gap" column appears only when some row has a known Bayes-optimal limit (the lab).
+
     Example:
         >>> row = MethodRow("joint", [0, 1], [0.80, 0.84], {"audio": [0.7, 0.7]}, {"audio": [0.9, 0.9]}, 0.95)
         >>> print(format_table([row]))
         | method | seeds | fused acc | audio acc | audio probe | Bayes gap |
         |---|---|---|---|---|---|
         | joint | 2 | 82.0 ± 2.8 | 70.0 ± 0.0 | 90.0 ± 0.0 | 13.0 |
+        >>> row.bayes = None  # real data: no known limit, no column
+        >>> print(format_table([row]))
+        | method | seeds | fused acc | audio acc | audio probe |
+        |---|---|---|---|---|
+        | joint | 2 | 82.0 ± 2.8 | 70.0 ± 0.0 | 90.0 ± 0.0 |
     """
     modalities = sorted({m for row in rows for m in (*row.modality, *row.probe)})
+    with_limits = any(row.gap is not None for row in rows)
     header = ["method", "seeds", "fused acc"]
-    header += [f"{m} acc" for m in modalities] + [f"{m} probe" for m in modalities] + ["Bayes gap"]
+    header += [f"{m} acc" for m in modalities] + [f"{m} probe" for m in modalities]
+    header += ["Bayes gap"] if with_limits else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [row.method, str(len(row.seeds)), _pct(row.fused)]
         cells += [_pct(row.modality.get(m, [])) for m in modalities]
         cells += [_pct(row.probe.get(m, [])) for m in modalities]
-        cells.append("–" if row.gap is None else f"{100 * row.gap:.1f}")
+        if with_limits:
+            cells.append("–" if row.gap is None else f"{100 * row.gap:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
