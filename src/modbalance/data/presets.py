@@ -40,6 +40,8 @@ _OGM_GE_TRAIN = {"batch_size": 64, "epochs": 100, "seed": 0}
 #: The 224-px visual pipeline of the OGM-GE loaders (crop and flip drawn per frame) [OGM-GE code].
 _AV_224 = {"image_size": 224, "crop": "per_frame", "crop_scale_min": 0.08, "eval_resize": "square"}
 
+#: ``"<dataset>/<provenance>"`` -> sections ``data``, ``model``, ``optim``, ``method``, ``train``, ``shapes``,
+#: each value commented with its source (the shipped YAML configs are generated from these).
 DATASET_PRESETS: dict[str, dict[str, Any]] = {
     # ---------------------------------------------------------------------------------------------------------------
     # CREMA-D, OGM-GE (CVPR 2022) official code: dataset/CramedDataset.py (A1 257x188, 1 frame at 224 px, label
@@ -344,6 +346,15 @@ def preset_data_options(name: str) -> dict[str, Any]:
 
     Raises:
         ValueError: unknown preset (the message lists the valid ones).
+
+    Example:
+        >>> options = preset_data_options("cremad/ogm_ge")
+        >>> options["audio_recipe"], options["frames"], options["label_order"]
+        ('a1', 1, 'ogm_ge')
+        >>> preset_data_options("cremad/paper")
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown dataset preset 'cremad/paper'; valid: ...
     """
     if name not in DATASET_PRESETS:
         raise ValueError(f"unknown dataset preset {name!r}; valid: {', '.join(DATASET_PRESETS)}")

@@ -72,6 +72,7 @@ class DatasetInfo(NamedTuple):
 
 _CREMAD = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
 
+#: Dataset name -> its entry (loader class, modalities, class count and order, splits); see ``build_dataset``.
 DATASETS: dict[str, DatasetEntry] = {
     entry.name: entry
     for entry in (

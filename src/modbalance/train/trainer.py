@@ -62,7 +62,13 @@ logger = logging.getLogger(__name__)
 
 
 def run_folder(config: ExperimentConfig) -> Path:
-    """``<output_dir>/<run_name>``, the name defaulting to ``<data>-<method>-seed<seed>``."""
+    """``<output_dir>/<run_name>``, the name defaulting to ``<data>-<method>-seed<seed>``.
+
+    Example:
+        >>> from modbalance.train import load_config
+        >>> run_folder(load_config("lab/ogm", ["output_dir=runs", "seed=3"])).as_posix()
+        'runs/default-ogm-seed3'
+    """
     data = config.data.preset if config.data.name == "synthetic" else config.data.name
     name = config.run_name or f"{data}-{config.method.name.replace(':', '-')}-seed{config.seed}"
     return Path(config.output_dir) / name
@@ -79,6 +85,15 @@ def run(config: ExperimentConfig | str | Path | None = None, *, resume: str | Pa
 
     Returns:
         The run folder (``config.yaml``, ``metrics.jsonl``, ``summary.json``, ``checkpoints/``, ``tb/``).
+
+    Example:
+        >>> import tempfile
+        >>> from modbalance.train import load_config
+        >>> out = tempfile.mkdtemp()
+        >>> config = load_config("lab/tiny", [f"output_dir={out}", "train.epochs=1", "train.probe=false"])
+        >>> folder = run(config)
+        >>> sorted(p.name for p in folder.iterdir() if p.suffix in (".yaml", ".jsonl", ".json"))
+        ['config.yaml', 'metrics.jsonl', 'summary.json']
 
     Raises:
         ConfigError: an invalid config (before any training).
