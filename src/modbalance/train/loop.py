@@ -11,7 +11,8 @@ The step is the recipe a user would write with the public API (and may copy)::
 With gradient accumulation the batch is split into micro-batches; OGM receives every
 micro-batch but the last through ``accumulate`` and modulates once, on the last, so ``k`` comes
 from the whole batch's scores. Nothing here synchronises with the host, except what the methods
-themselves cost (one synchronisation per OGM step and per OPM forward).
+themselves cost: one synchronisation in ``OGM.modulate`` and, with OPM, one in
+``unimodal_scores``' input checks (a constant two per step at most).
 """
 
 from __future__ import annotations
