@@ -244,3 +244,55 @@ def test_errors():
     p.grad, q.grad = torch.ones(2), torch.ones(2)
     k = ogm.modulate({"audio": torch.tensor([[-1e4, 0.0]]), "visual": torch.tensor([[-1e4, 0.0]])}, y)
     assert k == {"audio": 1.0, "visual": 1.0} and torch.equal(p.grad, torch.ones(2))
+
+
+def _one_step(space, optimizer_cls, **opt_kwargs):
+    """One optimizer step; returns k and each module's parameter change."""
+    audio, visual, head = two_encoders()
+    modules = {"audio": audio, "visual": visual, "head": head}
+    before = {name: [p.detach().clone() for p in m.parameters()] for name, m in modules.items()}
+    optimizer = optimizer_cls([p for m in modules.values() for p in m.parameters()], **opt_kwargs)
+    xa, xv, y = step_inputs()
+    uni = forward_backward(audio, visual, head, xa, xv, y)
+    k = {}
+    if space is not None:
+        k = OGM({"audio": audio, "visual": visual}, alpha=0.5, space=space).modulate(uni, y, optimizer=optimizer)
+    optimizer.step()
+    return k, {name: [p.detach() - b for p, b in zip(m.parameters(), before[name])] for name, m in modules.items()}
+
+
+def test_update_space_equals_gradient_space_for_plain_sgd():
+    k_grad, grad = _one_step("gradient", torch.optim.SGD, lr=0.1)
+    k_upd, upd = _one_step("update", torch.optim.SGD, lr=0.1)
+    assert k_grad == k_upd and min(k_grad.values()) < 1
+    for name in grad:
+        for a, b in zip(grad[name], upd[name]):
+            assert torch.allclose(a, b, atol=1e-7), name
+
+
+def test_update_space_survives_adam_where_gradient_space_cancels():
+    _, plain = _one_step(None, torch.optim.Adam, lr=0.01)
+    with pytest.warns(UserWarning, match="Adam"):
+        k_grad, grad = _one_step("gradient", torch.optim.Adam, lr=0.01)
+    k, upd = _one_step("update", torch.optim.Adam, lr=0.01)
+    dominant = min(k, key=k.get)
+    other = "audio" if dominant == "visual" else "visual"
+    assert k == k_grad and k[dominant] < 0.9 and k[other] == 1.0
+    # Adam's first update is about lr * sign(g): a gradient scale k leaves it (nearly) unchanged ...
+    for a, b in zip(plain[dominant], grad[dominant]):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-6)
+    # ... while update space scales the dominant modality's update by exactly k, and nothing else.
+    for a, b in zip(plain[dominant], upd[dominant]):
+        assert torch.allclose(b, k[dominant] * a, atol=1e-7)
+    for name in (other, "head"):
+        for a, b in zip(plain[name], upd[name]):
+            assert torch.allclose(a, b, atol=1e-7), name
+
+
+def test_update_space_needs_the_optimizer():
+    p, q = nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(2))
+    ogm = OGM({"audio": [p], "visual": [q]}, alpha=0.5, space="update")
+    with pytest.raises(ValueError, match="needs modulate"):
+        ogm.modulate({"audio": torch.tensor([[2.0, 0.0]]), "visual": torch.zeros(1, 2)}, torch.tensor([0]))
+    with pytest.raises(ValueError, match="space must be"):
+        OGM({"audio": [p], "visual": [q]}, alpha=0.5, space="param")

@@ -130,14 +130,19 @@ class OGM:
         rule: ratio rule for M > 2 (see :func:`~modbalance.discrepancy_ratios`).
         sync: all-reduce the scores across ranks; ``None`` does so whenever
             ``torch.distributed`` is initialised.
+        space: ``"gradient"`` (the official method) multiplies the dominant modality's gradients
+            by k; ``"update"`` leaves them alone and multiplies that modality's *parameter update*
+            by k instead, through step hooks on the optimizer passed to :meth:`modulate`. Under
+            Adam-family optimizers, which divide a gradient scale back out, only ``"update"``
+            keeps the intended effect. With SGD and no momentum or weight decay both are equal.
 
     Mixed precision: gradients must be unscaled before modulation. Pass ``scaler=`` and
     ``optimizer=`` to :meth:`modulate` and it calls ``scaler.unscale_(optimizer)`` first (do not
     call it yourself as well), then ``scaler.step(optimizer)`` as usual.
 
     Adam-family optimizers normalise each parameter by its running second moment, which largely
-    cancels a slowly varying gradient scale; OGM warns once when it sees one (pass
-    ``optimizer=``). See ``docs/methods.md``.
+    cancels a slowly varying gradient scale; in gradient space OGM warns once when it sees one
+    (pass ``optimizer=``), and ``space="update"`` is the remedy. See ``docs/methods.md``.
 
     Example:
         >>> import torch
@@ -165,6 +170,7 @@ class OGM:
         generator: torch.Generator | None = None,
         rule: RatioRule = "mean_pairwise",
         sync: bool | None = None,
+        space: str = "gradient",
     ) -> None:
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
             raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
@@ -185,6 +191,12 @@ class OGM:
         self.end_epoch = end_epoch
         self.rule = rule
         self.sync = sync
+        if space not in ("gradient", "update"):
+            raise ValueError(f"space must be 'gradient' or 'update', got {space!r}")
+        self.space = space
+        self._hooked: torch.optim.Optimizer | None = None
+        self._pending: dict[str, float] = {}
+        self._snapshot: dict[str, list[Tensor]] = {}
         self.generator = generator
         self._accumulated: Tensor | None = None
         self._bad_target: Tensor | None = None
@@ -238,15 +250,19 @@ class OGM:
             target: ``(B,)`` class indices.
             epoch: current epoch, compared with the window; ``None`` means always active.
             scaler: a ``torch.amp.GradScaler``; its ``unscale_(optimizer)`` is called first.
-            optimizer: needed with ``scaler``; also lets OGM warn about Adam-family optimizers.
+            optimizer: needed with ``scaler`` and with ``space="update"``; also lets OGM warn
+                about Adam-family optimizers in gradient space.
 
         Returns:
             modality name -> coefficient ``k`` as a float (1.0 outside the window).
 
         Costs one host synchronisation (plus one all-reduce under DDP).
         """
-        if optimizer is not None:
+        if self.space == "update":
+            self._hook(optimizer)
+        elif optimizer is not None:
             self._warn_if_adaptive(optimizer)
+        self._pending = {}
         if scaler is not None:
             if optimizer is None:
                 raise ValueError("modulate(scaler=...) needs optimizer= to unscale its gradients first")
@@ -282,7 +298,10 @@ class OGM:
         start = 0
         for name, k in self.last_coefficients.items():
             group = grads[name]
-            if group and k != 1.0:
+            if self.space == "update":
+                if k != 1.0:
+                    self._pending[name] = k  # applied to the update by the optimizer's step hooks
+            elif group and k != 1.0:
                 torch._foreach_mul_(group, k)
             if group and noise:
                 torch._foreach_add_(group, noise[start : start + len(group)])
@@ -313,6 +332,28 @@ class OGM:
     def _generator_for(self, device: torch.device) -> torch.Generator:
         self.generator = _distributed.shared_generator(self.generator, device, sync=self.sync, owner="OGM")
         return self.generator
+
+    def _hook(self, optimizer: torch.optim.Optimizer | None) -> None:
+        """Register the update-space step hooks on ``optimizer`` (once)."""
+        if optimizer is None:
+            raise ValueError("OGM(space='update') needs modulate(..., optimizer=...) to scale the parameter update")
+        if self._hooked is optimizer:
+            return
+        if self._hooked is not None:
+            raise ValueError("OGM(space='update') is already attached to another optimizer")
+        optimizer.register_step_pre_hook(self._before_step)
+        optimizer.register_step_post_hook(self._after_step)
+        self._hooked = optimizer
+
+    def _before_step(self, *_: Any) -> None:
+        self._snapshot = {name: [p.detach().clone() for p in self.groups[name]] for name in self._pending}
+
+    def _after_step(self, *_: Any) -> None:
+        # theta <- theta_old + k (theta_new - theta_old), i.e. a lerp from the new value towards the old.
+        for name, k in self._pending.items():
+            params = [p.data for p in self.groups[name]]
+            torch._foreach_lerp_(params, self._snapshot[name], 1.0 - k)
+        self._pending, self._snapshot = {}, {}
 
     def _warn_if_adaptive(self, optimizer: torch.optim.Optimizer) -> None:
         if self._warned_adaptive or not isinstance(optimizer, _ADAPTIVE):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+import torch
 
 pytest.importorskip("omegaconf", reason='the trainer needs the train extra: pip install "modbalance[train]"')
 
@@ -185,3 +186,14 @@ def test_a_benchmark_without_a_validation_split_needs_a_held_out_fraction():
         build_data(config)
     with pytest.raises(ConfigError, match=re.escape("data.val_fraction=1.0 is out of range: must be in [0, 1)")):
         load_config(None, ["data.val_fraction=1.0"])
+
+
+def test_ogm_update_space_reaches_the_method_and_bad_values_are_refused():
+    from modbalance.train.build import build_methods, build_model
+    from modbalance.train.data import build_data
+
+    config = load_config("lab/tiny", ["method.name=ogm", "method.space=update"])
+    model = build_model(config, build_data(config))
+    assert build_methods(config, model, torch.device("cpu")).ogm.space == "update"
+    with pytest.raises(ConfigError, match=r"method\.space='params' is not allowed. Allowed values: gradient, update"):
+        load_config("lab/tiny", ["method.name=ogm", "method.space=params"])

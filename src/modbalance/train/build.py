@@ -117,6 +117,7 @@ def build_methods(config: ExperimentConfig, model: MultimodalClassifier, device:
                 param_filter=method.param_filter,
                 generator=generator,
                 rule=method.rule,  # type: ignore[arg-type]
+                space=method.space,
             )
         except ValueError as error:
             raise ConfigError(f"method.param_filter={method.param_filter!r}: {error}") from error

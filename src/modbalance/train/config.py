@@ -117,6 +117,7 @@ class MethodConfig:
     """The balancing method and its hyperparameters (OGM: alpha..rule; OPM: q_base..rescale).
 
     ``name`` is one of ``joint``, ``ogm``, ``ogm_ge``, ``opm``, ``opm+ogm`` or ``unimodal:<modality>``.
+    ``space`` is OGM's ``gradient`` (official) or ``update`` (scales the parameter update; for Adam).
 
     Example:
         >>> method = load_config(None, ["method.name=opm", "method.q_base=0.4"]).method
@@ -129,6 +130,7 @@ class MethodConfig:
     coefficient: str = "reference"
     param_filter: str | None = None
     rule: str = "mean_pairwise"
+    space: str = "gradient"
     start_epoch: int = 0
     end_epoch: int | None = None
     q_base: float = 0.5

@@ -55,6 +55,7 @@ def _check_method(config: ExperimentConfig) -> None:
         raise ConfigError("method.name='unimodal:' needs a modality, e.g. unimodal:audio")
     _at_least("method.alpha", method.alpha, 0.0)
     _allowed("method.coefficient", method.coefficient, COEFFICIENTS)
+    _allowed("method.space", method.space, ("gradient", "update"))
     _allowed("method.param_filter", method.param_filter, PARAM_FILTERS)
     _allowed("method.rule", method.rule, RATIO_RULES)
     _allowed("method.rescale", method.rescale, RESCALE_MODES)
