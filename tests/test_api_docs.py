@@ -16,6 +16,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -219,11 +220,15 @@ def test_readme_training_commands_run_for_real(tmp_path, monkeypatch):
     readme = (ROOT / "README.md").read_text()
     block = readme.split("## Train from a config", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
     ran = []
-    for line in block.splitlines():
-        words = shlex.split(line, comments=True)
-        if not words or words[0] != "modbalance" or not _runnable_here(words[1:]):
-            continue
-        assert main(words[1:]) == 0, line
-        ran.append(words[1])
+    threads = torch.get_num_threads()  # `modbalance demo` sets the process's thread count
+    try:
+        for line in block.splitlines():
+            words = shlex.split(line, comments=True)
+            if not words or words[0] != "modbalance" or not _runnable_here(words[1:]):
+                continue
+            assert main(words[1:]) == 0, line
+            ran.append(words[1])
+    finally:
+        torch.set_num_threads(threads)
     assert ran.count("train") >= 3 and "report" in ran and "demo" in ran
     assert (tmp_path / "report" / "report.md").exists()
