@@ -156,7 +156,8 @@ def test_relative_links_and_images_resolve(path):
     assert not broken, f"{path.name} links to missing files: {broken}"
 
 
-SHELL_VARS = {"$sp": "update", "$s": "0", "$m": "ogm", "$a": "0.8"}  # loop variables in docs/benchmarks.md; longest first
+#: The loop variables used in docs/benchmarks.md, longest name first ("$sp" before "$s").
+SHELL_VARS = {"$sp": "update", "$s": "0", "$m": "ogm", "$a": "0.8"}
 
 
 def _documented_commands() -> list[tuple[str, list[str]]]:

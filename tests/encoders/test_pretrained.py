@@ -110,9 +110,7 @@ def test_flow_stem_adapt_option(checkpoint: Path, state: dict[str, Tensor]) -> N
     load_pretrained(rgb, checkpoint)
     x = torch.randn(1, 1, 2, 40, 40)
     with torch.no_grad():  # the same gray frames through both stems
-        torch.testing.assert_close(
-            enc.eval()(x.expand(-1, 2, -1, -1, -1)), rgb.eval()(x.expand(-1, 3, -1, -1, -1))
-        )
+        torch.testing.assert_close(enc.eval()(x.expand(-1, 2, -1, -1, -1)), rgb.eval()(x.expand(-1, 3, -1, -1, -1)))
 
 
 def test_reinit_keeps_rgb_stem(checkpoint: Path, state: dict[str, Tensor]) -> None:
@@ -167,9 +165,7 @@ def test_not_a_state_dict(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match=r"tensor\.pth.*holds a Tensor"):
         load_pretrained(resnet18_visual(), _save(torch.zeros(3), tmp_path / "tensor.pth"))
     with pytest.raises(TypeError, match="'epoch' \\(int\\)"):
-        load_pretrained(
-            resnet18_visual(), _save({"conv1.weight": torch.zeros(1), "epoch": 3}, tmp_path / "m.pth")
-        )
+        load_pretrained(resnet18_visual(), _save({"conv1.weight": torch.zeros(1), "epoch": 3}, tmp_path / "m.pth"))
 
 
 def test_mismatches_are_all_named(state: dict[str, Tensor], tmp_path: Path) -> None:
@@ -194,9 +190,7 @@ def test_mismatches_are_all_named(state: dict[str, Tensor], tmp_path: Path) -> N
 def test_stem_kernel_mismatch_is_not_adapted(state: dict[str, Tensor], tmp_path: Path) -> None:
     bad = dict(state, **{"conv1.weight": torch.zeros(64, 3, 5, 5)})
     path = _save(bad, tmp_path / "k5.pth")
-    with pytest.raises(
-        ValueError, match=r"conv1\.weight: checkpoint \(64, 3, 5, 5\) vs encoder \(64, 1, 7, 7\)"
-    ):
+    with pytest.raises(ValueError, match=r"conv1\.weight: checkpoint \(64, 3, 5, 5\) vs encoder \(64, 1, 7, 7\)"):
         load_pretrained(resnet18_audio(), path)
 
 

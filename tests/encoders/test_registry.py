@@ -81,9 +81,7 @@ def test_unexpected_kwarg_names_bad_and_accepted_keys() -> None:
 
 
 def test_missing_required_kwarg() -> None:
-    with pytest.raises(
-        TypeError, match=r"Encoder 'mlp' is missing required argument\(s\) 'hidden_dim', 'out_dim'"
-    ):
+    with pytest.raises(TypeError, match=r"Encoder 'mlp' is missing required argument\(s\) 'hidden_dim', 'out_dim'"):
         build_encoder("mlp", in_dim=3)
     with pytest.raises(TypeError, match="'temporal'"):
         build_encoder("resnet18", in_channels=3)

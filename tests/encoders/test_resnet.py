@@ -86,9 +86,7 @@ def test_init_follows_reference() -> None:
         (1024, 128, (32, 4)),
     ],
 )
-def test_audio_layer4_sizes(
-    audio: ResNet18Encoder, height: int, width: int, expected: tuple[int, int]
-) -> None:
+def test_audio_layer4_sizes(audio: ResNet18Encoder, height: int, width: int, expected: tuple[int, int]) -> None:
     with torch.no_grad():
         fmap = audio.forward_map(torch.randn(1, 1, height, width))
     assert fmap.shape == (1, 512, *expected)

@@ -95,15 +95,9 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
             f"pretrained checkpoint '{path}' holds a {type(obj).__name__}; expected a state dict (a "
             "mapping of parameter names to tensors), or a dict with a 'state_dict' or 'model' entry"
         )
-    bad = [
-        f"{k!r} ({type(v).__name__})"
-        for k, v in obj.items()
-        if not (isinstance(k, str) and isinstance(v, Tensor))
-    ]
+    bad = [f"{k!r} ({type(v).__name__})" for k, v in obj.items() if not (isinstance(k, str) and isinstance(v, Tensor))]
     if bad:
-        raise TypeError(
-            f"pretrained checkpoint '{path}' has entries that are not str -> Tensor: {_listing(bad)}"
-        )
+        raise TypeError(f"pretrained checkpoint '{path}' has entries that are not str -> Tensor: {_listing(bad)}")
     state = dict(obj)
     if state and all(k.startswith("module.") for k in state):
         logger.debug("stripping the 'module.' prefix from the keys of %s", path)
@@ -117,9 +111,7 @@ def _adapt_conv1(weight: Tensor, in_channels: int) -> Tensor:
     return summed.expand(-1, in_channels, -1, -1).contiguous()
 
 
-def load_pretrained(
-    encoder: nn.Module, path: str | os.PathLike[str], *, conv1: Conv1Mode = "auto"
-) -> PretrainedLoad:
+def load_pretrained(encoder: nn.Module, path: str | os.PathLike[str], *, conv1: Conv1Mode = "auto") -> PretrainedLoad:
     """Load a local torchvision-layout ResNet-18 checkpoint into ``encoder`` in place.
 
     Args:
@@ -201,9 +193,7 @@ def load_pretrained(
         )
 
     result = encoder.load_state_dict(state, strict=False)
-    leftover = [
-        k for k in result.missing_keys if not k.endswith("num_batches_tracked") and k != "conv1.weight"
-    ]
+    leftover = [k for k in result.missing_keys if not k.endswith("num_batches_tracked") and k != "conv1.weight"]
     if leftover or result.unexpected_keys:  # cannot happen after the checks above; guards against drift
         raise ValueError(f"loading '{path}' left keys unset: {_listing(leftover + result.unexpected_keys)}")
     logger.info("loaded %d tensors from %s (conv1 %s, dropped %s)", len(state), path, action, dropped)

@@ -63,9 +63,7 @@ class Registry(Generic[T]):
         if not isinstance(name, str) or not name:
             raise ValueError(f"{self.kind} name must be a non-empty string, got {name!r}")
         if name in self._builders:
-            raise ValueError(
-                f"{self.kind.capitalize()} '{name}' is already registered ({self._builders[name]!r})"
-            )
+            raise ValueError(f"{self.kind.capitalize()} '{name}' is already registered ({self._builders[name]!r})")
 
         def decorator(builder: BuilderT) -> BuilderT:
             if name in self._builders:  # registered between register() and the decoration
@@ -109,9 +107,7 @@ class Registry(Generic[T]):
                 f"Accepted: {', '.join(accepted) or '(none)'}"
             )
         required = [
-            p.name
-            for p in params
-            if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            p.name for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
         ]
         absent = [k for k in required if k not in kwargs]
         if absent:

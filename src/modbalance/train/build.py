@@ -78,7 +78,8 @@ def build_model(config: ExperimentConfig, bundle: DataBundle) -> MultimodalClass
         pretrained = config.model.encoders[modality].pretrained
         if pretrained is not None:
             try:
-                load_pretrained(encoders[modality], pretrained, conv1=config.model.encoders[modality].pretrained_conv1)
+                conv1 = config.model.encoders[modality].pretrained_conv1  # validated: auto, adapt or reinit
+                load_pretrained(encoders[modality], pretrained, conv1=conv1)  # type: ignore[arg-type]
             except (OSError, TypeError, ValueError) as error:
                 raise ConfigError(f"{key}.pretrained: {error}") from error
     sample = bundle.sample_inputs()
