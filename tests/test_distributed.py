@@ -4,6 +4,7 @@ Every rank must compute the coefficients of the *global* batch and draw the same
 or the replicas drift apart. The test trains a few steps and compares the replicas bitwise.
 """
 
+import gc
 import os
 import socket
 
@@ -66,6 +67,11 @@ def worker(rank: int, world: int, port: int, out_dir: str, synced: bool) -> None
         optimizer.step()
         optimizer.zero_grad()
     torch.save({"params": [p.detach() for p in model.parameters()], "k": coefficients}, f"{out_dir}/rank{rank}.pt")
+    # Tear down in order: drop the DDP wrapper (it holds the group), wait for the other rank, then
+    # destroy; otherwise gloo's threads can abort the process at exit.
+    del ddp, out
+    gc.collect()
+    dist.barrier()
     dist.destroy_process_group()
 
 
