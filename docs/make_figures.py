@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     if demo is None:
         import torch
 
-        from modbalance.train.demo import run_demo
+        from modbalance.demo import run_demo
 
         torch.set_num_threads(1)
         demo = Path(tempfile.mkdtemp(prefix="modbalance-demo-"))

@@ -2,8 +2,10 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+import modbalance.opm as opm_module
 from modbalance import OGM, OPM, MultimodalClassifier, kept_cross_entropy, unimodal_scores
 from modbalance.fusion import Concat, Sum
 
@@ -33,6 +35,84 @@ def test_forward_without_opm_is_encode_then_fuse():
     assert {m: len(p) for m, p in model.modality_parameters().items()} == {"audio": 2, "visual": 2}
 
 
+DOMINANT_AUDIO = {"audio": torch.tensor(5.0), "visual": torch.tensor(1.0)}  # rho_audio = 5, rho_visual = 0.2
+
+
+def test_opm_inside_the_model_drops_the_dominant_modality_by_hand():
+    # q_base = 1, lam = 0: q_audio = 1 (every audio row dropped), q_visual = 0; no rescaling.
+    # By hand, the fused logits are then the head applied to (0, visual features).
+    model = make_model()
+    inputs, _ = batch()
+    opm = OPM(q_base=1.0, lam=0.0, p_exe=1.0, rescale="none", generator=torch.Generator().manual_seed(0))
+    out = model(inputs, opm=opm, scores=DOMINANT_AUDIO)
+    feats = model.encode(inputs)
+    expected = model.fuse({"audio": torch.zeros_like(feats["audio"]), "visual": feats["visual"]})
+    assert torch.allclose(out.logits, expected, atol=1e-6)
+    assert not torch.allclose(out.logits, model.fuse(feats), atol=1e-3)  # the drop is visible
+    assert out.keep.all()  # visual survives everywhere
+    assert {m: float(q) for m, q in out.drop_probs.items()} == {"audio": 1.0, "visual": 0.0}
+    # No gradient reaches the dropped audio encoder; the visual one learns.
+    out.logits.sum().backward()
+    assert all(torch.count_nonzero(p.grad) == 0 for p in model.encoders["audio"].parameters())
+    assert all(torch.count_nonzero(p.grad) > 0 for p in model.encoders["visual"].parameters())
+
+
+def test_opm_inside_the_model_fuses_exactly_what_opm_returns():
+    # With a partial q and the reference rescale, an identically seeded OPM applied to the same
+    # features gives the masks; the model must fuse exactly those features.
+    model = make_model()
+    inputs, _ = batch()
+    opm = OPM(q_base=0.5, lam=0.5, p_exe=1.0, generator=torch.Generator().manual_seed(3))
+    twin = OPM(q_base=0.5, lam=0.5, p_exe=1.0, generator=torch.Generator().manual_seed(3))
+    out = model(inputs, opm=opm, scores=DOMINANT_AUDIO)
+    dropped = twin(model.encode(inputs), DOMINANT_AUDIO)
+    assert 0 < int((dropped.features["audio"].abs().sum(1) == 0).sum()) < 16  # some rows dropped, not all
+    assert torch.allclose(out.logits, model.fuse(dropped.features), atol=1e-6)
+    assert torch.equal(out.keep, dropped.keep)
+    assert all(torch.equal(out.drop_probs[m], dropped.drop_probs[m]) for m in ("audio", "visual"))
+
+
+def test_keep_mask_propagates_through_the_model(monkeypatch):
+    # Under the official q rule the weakest modality is never dropped, so keep is all True. Force
+    # q = (1, 0.5): every audio row and about half the visual rows go; keep is then visual's mask.
+    monkeypatch.setattr(opm_module, "_drop_prob_vector", lambda ratios, q_base, lam: torch.tensor([1.0, 0.5]))
+    model = make_model()
+    inputs, y = batch()
+    opm = OPM(p_exe=1.0, rescale="none", generator=torch.Generator().manual_seed(1))
+    out = model(inputs, opm=opm, scores=DOMINANT_AUDIO)
+    survivors = out.keep
+    assert 0 < int(survivors.sum()) < 16
+    # dropped rows were fused from all-zero features: their logits are the head's bias
+    bias = model.fuse({m: torch.zeros(1, f.shape[1]) for m, f in out.features.items()})
+    assert torch.allclose(out.logits[~survivors], bias.expand(int((~survivors).sum()), -1), atol=1e-6)
+    assert not torch.allclose(out.logits[survivors], bias.expand(int(survivors.sum()), -1), atol=1e-3)
+    loss = kept_cross_entropy(out.logits, y, out.keep)
+    assert torch.allclose(loss, F.cross_entropy(out.logits[survivors], y[survivors]))
+
+
+def test_opm_window_is_inclusive_through_the_model():
+    model = make_model()
+    inputs, _ = batch()
+    plain = model(inputs).logits
+    opm = OPM(q_base=1.0, lam=0.0, p_exe=1.0, rescale="none", start_epoch=2, end_epoch=3)
+    acted = {
+        epoch: not torch.allclose(model(inputs, opm=opm, scores=DOMINANT_AUDIO, epoch=epoch).logits, plain)
+        for epoch in range(6)
+    }
+    assert acted == {0: False, 1: False, 2: True, 3: True, 4: False, 5: False}
+
+
+def test_model_eval_switches_opm_off_and_reports_zero_drop_probs():
+    model = make_model()
+    inputs, _ = batch()
+    opm = OPM(q_base=1.0, lam=0.0, p_exe=1.0)  # left in training mode on purpose
+    model.eval()
+    out = model(inputs, opm=opm, scores=DOMINANT_AUDIO)
+    assert torch.equal(out.logits, model(inputs).logits) and out.keep.all()
+    assert {m: float(q) for m, q in out.drop_probs.items()} == {"audio": 0.0, "visual": 0.0}
+    assert model(inputs, opm=opm).keep.all()  # inactive: no scores needed
+
+
 def test_opm_training_step_with_ogm_end_to_end():
     model = make_model()
     inputs, y = batch()
@@ -43,12 +123,12 @@ def test_opm_training_step_with_ogm_end_to_end():
     loss = kept_cross_entropy(out.logits, y, out.keep)
     loss.backward()
     k = ogm.modulate(out.unimodal_logits, y)
+    before = [p.detach().clone() for p in model.parameters()]
     opt.step()
     assert set(k) == {"audio", "visual"} and torch.isfinite(loss)
-    # With OPM active the fused logits differ from plain fusion whenever something was dropped.
-    dominant = max(opm.last_drop_probs, key=lambda m: opm.last_drop_probs[m].item())
-    if opm.last_drop_probs[dominant].item() > 0:
-        assert not torch.allclose(out.logits, model.fuse(out.features))
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    # the drop probabilities reach the output
+    assert torch.equal(out.drop_probs["audio"], opm.last_drop_probs["audio"])
 
 
 def test_opm_in_eval_mode_changes_nothing_and_scores_mapping_accepted():

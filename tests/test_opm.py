@@ -130,7 +130,9 @@ def test_eval_mode_and_window_are_identity():
     for epoch in (0, 1, 4):
         out = opm(feats, SCORES_22, epoch=epoch)
         assert torch.equal(out.features["audio"], feats["audio"]) and out.drop_probs["audio"].item() == 0.0
-    assert opm(feats, SCORES_22, epoch=2).drop_probs["audio"].item() > 0
+    for epoch in (2, 3):  # the window is inclusive at both ends
+        assert opm(feats, SCORES_22, epoch=epoch).drop_probs["audio"].item() > 0
+    assert [opm.active(e) for e in range(5)] == [False, False, True, True, False]
     opm.eval()
     assert torch.equal(opm(feats, SCORES_22, epoch=2).features["audio"], feats["audio"])
 

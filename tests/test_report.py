@@ -105,3 +105,72 @@ def test_report_on_real_finished_runs(tmp_path):
     text = report.read_text()
     assert "| joint | 1 |" in text and "| opm | 1 |" in text
     assert (tmp_path / "report" / "traces.png").exists()
+
+
+def write_config(folder, text):
+    (folder / "config.yaml").write_text(text)
+
+
+CONFIG = """\
+seed: {seed}
+output_dir: {out}
+run_name: {name}
+data:
+  name: synthetic
+  options:
+    seed: {seed}
+method:
+  name: {method}
+  alpha: {alpha}
+  coefficient: reference
+train:
+  epochs: 3
+  progress: false
+"""
+
+
+def test_rows_group_by_resolved_config_minus_the_seed_and_say_what_differs(tmp_path):
+    # Two OGM settings (alpha 0.1 on two seeds, alpha 5 on one) and a joint run; the seed keys,
+    # the output folder and the run name differ between every run and must not split rows.
+    plan = [
+        ("a", "ogm", 0, 0.1, 0.80),
+        ("b", "ogm", 1, 0.1, 0.90),
+        ("c", "ogm", 0, 5, 0.60),
+        ("d", "joint", 0, 0.8, 0.70),
+    ]
+    for name, method, seed, alpha, acc in plan:
+        folder = fake_run(tmp_path, name, method, seed, acc, 0.5, 0.5)
+        write_config(folder, CONFIG.format(seed=seed, out=f"out{seed}", name=name, method=method, alpha=alpha))
+    rows = summarize(find_runs([tmp_path]))
+    assert [(row.label, row.seeds, row.fused) for row in rows] == [
+        ("joint", [0], [0.70]),
+        ("ogm (method.alpha=0.1)", [0, 1], [0.80, 0.90]),
+        ("ogm (method.alpha=5)", [0], [0.60]),
+    ]
+    table = format_table(rows).splitlines()
+    assert table[3].startswith("| ogm (method.alpha=0.1) | 2 | 85.0 ± 7.1 |")
+    assert table[4].startswith("| ogm (method.alpha=5) | 1 | 60.0 |")
+    text = write_report(find_runs([tmp_path]), tmp_path / "report").read_text()
+    assert "(ogm (method.alpha=5), seed 0)" in text
+
+
+def test_row_labels_name_every_differing_key_up_to_three(tmp_path):
+    configs = {
+        "a": "method:\n  name: opm\n  q_base: 0.2\n  lam: 0.5\ntrain:\n  epochs: 3\n",
+        "b": "method:\n  name: opm\n  q_base: 0.3\n  lam: 1.0\ntrain:\n  epochs: 4\n  batch_size: 8\n",
+    }
+    for name, text in configs.items():
+        write_config(fake_run(tmp_path, name, "opm", 0, 0.5, 0.5, 0.5), text)
+    labels = [row.label for row in summarize(find_runs([tmp_path]))]
+    # four keys differ (b's batch_size is absent from a): three are spelled out, sorted by key
+    assert labels == [
+        "opm (method.lam=0.5, method.q_base=0.2, train.batch_size=None, +1 more)",
+        "opm (method.lam=1.0, method.q_base=0.3, train.batch_size=8, +1 more)",
+    ]
+
+
+def test_a_broken_config_yaml_is_named(tmp_path):
+    folder = fake_run(tmp_path, "a", "ogm", 0, 0.5, 0.5, 0.5)
+    write_config(folder, "- a list\n")
+    with pytest.raises(ValueError, match=r"a[/\\]config.yaml: expected a mapping"):
+        find_runs([tmp_path])

@@ -25,6 +25,9 @@ class ModelOutput(NamedTuple):
         unimodal_logits: modality name -> ``(B, C)``, detached, from the *un-dropped* features.
         features: modality name -> ``(B, D_m)`` encoder outputs, un-dropped.
         keep: ``(B,)`` bool, False for samples that OPM left without any modality.
+        drop_probs: modality name -> 0-d drop probability :math:`q_m` OPM used on this step (zeros
+            when OPM was given but inactive: eval mode or outside its epoch window; empty
+            without OPM).
 
     Example:
         >>> import torch
@@ -35,18 +38,26 @@ class ModelOutput(NamedTuple):
         >>> out = model({"audio": torch.randn(8, 6), "visual": torch.randn(8, 5)})
         >>> out.logits.shape, out.unimodal_logits["visual"].shape, out.features["audio"].shape
         (torch.Size([8, 2]), torch.Size([8, 2]), torch.Size([8, 4]))
-        >>> bool(out.keep.all())  # without OPM every sample keeps its modalities
-        True
+        >>> bool(out.keep.all()), out.drop_probs  # without OPM every sample keeps its modalities
+        (True, {})
     """
 
     logits: Tensor
     unimodal_logits: dict[str, Tensor]
     features: dict[str, Tensor]
     keep: Tensor
+    drop_probs: dict[str, Tensor]
 
 
 class MultimodalClassifier(nn.Module):
     """Late fusion: one encoder per modality, then a fusion head.
+
+    OPM is passed to :meth:`forward` rather than owned: like the optimizer and :class:`~modbalance.OGM`,
+    it is training-time state (random streams, and under DDP a mask stream per rank), kept out of
+    the model's weights. It acts only while the model is in training mode (``model.eval()``
+    switches it off, whatever the OPM module's own mode) and inside OPM's epoch window.
+    ``model.state_dict()`` does not hold its state: checkpoint ``opm.state_dict()`` (and
+    ``ogm.state_dict()``) next to the optimizer's, as ``docs/plug-in.md`` shows.
 
     Args:
         encoders: modality name -> encoder mapping that modality's input to ``(B, D_m)``.
@@ -114,7 +125,8 @@ class MultimodalClassifier(nn.Module):
 
         Args:
             inputs: modality name -> input batch.
-            opm: an :class:`~modbalance.OPM` module; acts only in training mode.
+            opm: an :class:`~modbalance.OPM` module; acts only when both the model and OPM are
+                in training mode and ``epoch`` is inside OPM's window.
             scores: needed with ``opm``: the uni-modal scores of this batch, or a callable that
                 receives the un-dropped uni-modal logits and returns them (typically
                 ``lambda logits: unimodal_scores(logits, target)``).
@@ -125,12 +137,16 @@ class MultimodalClassifier(nn.Module):
         batch = next(iter(features.values())).shape[0]
         keep = torch.ones(batch, dtype=torch.bool, device=next(iter(features.values())).device)
         fused_features = features
-        if opm is not None and opm.active(epoch):
-            if scores is None:
-                raise ValueError(
-                    "forward(opm=...) needs scores=: a mapping of scores or a callable of the uni-modal logits"
-                )
-            resolved = scores(unimodal) if callable(scores) else scores
-            dropped = opm(features, resolved, epoch=epoch)
-            fused_features, keep = dropped.features, dropped.keep
-        return ModelOutput(self.fuse(fused_features), unimodal, features, keep)
+        drop_probs: dict[str, Tensor] = {}
+        if opm is not None:
+            if self.training and opm.active(epoch):
+                if scores is None:
+                    raise ValueError(
+                        "forward(opm=...) needs scores=: a mapping of scores or a callable of the uni-modal logits"
+                    )
+                resolved = scores(unimodal) if callable(scores) else scores
+                dropped = opm(features, resolved, epoch=epoch)
+                fused_features, keep, drop_probs = dropped.features, dropped.keep, dropped.drop_probs
+            else:
+                drop_probs = {name: torch.zeros((), device=keep.device) for name in features}
+        return ModelOutput(self.fuse(fused_features), unimodal, features, keep, drop_probs)

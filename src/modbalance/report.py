@@ -1,7 +1,9 @@
 """Tables and plots from finished runs: what ``modbalance report`` and ``modbalance demo`` print and write.
 
-A run folder (see :mod:`modbalance.train.outputs`) holds ``config.yaml``, ``metrics.jsonl`` and
-``summary.json``. :func:`summarize` groups runs by method and averages over seeds;
+A run folder (its format is owned by :mod:`modbalance.runfolder`, read here without loading the
+trainer) holds ``config.yaml``, ``metrics.jsonl`` and ``summary.json``. :func:`summarize` groups
+runs by their full resolved config minus the seed (:data:`IGNORED_CONFIG_KEYS`), so that two
+settings of one method are two rows, labelled with what differs, and averages over seeds;
 :func:`format_table` renders a Markdown table (fused test accuracy mean ± std, per-modality
 accuracy, linear-probe accuracy per modality, and the gap to the Bayes-optimal limit when the data
 is the imbalance lab); :func:`write_report` writes ``report.md`` with PNG plots (per-epoch
@@ -19,10 +21,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MethodRow", "RunRecord", "find_runs", "format_table", "load_run", "summarize", "write_report"]
+from modbalance.runfolder import read_config, read_metrics, read_summary
+
+__all__ = [
+    "IGNORED_CONFIG_KEYS",
+    "MethodRow",
+    "RunRecord",
+    "find_runs",
+    "format_table",
+    "load_run",
+    "summarize",
+    "write_report",
+]
 
 #: Display order of methods; others follow alphabetically.
 METHOD_ORDER: tuple[str, ...] = ("joint", "ogm", "ogm_ge", "opm", "opm+ogm")
+#: Config keys (dotted) that do not separate runs into rows: the seeds (``data.options.seed`` draws
+#: the lab's data from the run's seed), where the run was written, and the progress bar.
+IGNORED_CONFIG_KEYS: frozenset[str] = frozenset(
+    {"seed", "data.options.seed", "output_dir", "run_name", "train.progress"}
+)
+#: At most this many differing keys are spelled out in a row label.
+_LABEL_KEYS = 3
 
 
 @dataclass
@@ -34,6 +54,8 @@ class RunRecord:
         history: the records of ``metrics.jsonl``, one dict per epoch (``"epoch"``, ``"val/accuracy"``,
             ``"train/rho/<m>"``, ...).
         summary: the parsed ``summary.json`` (``"method"``, ``"seed"``, ``"test"``, ``"probe"``, ``"bayes"``, ...).
+        config: the resolved config the run saved (``config.yaml``) as nested dicts, or None
+            when the folder has none (then runs are grouped by method alone).
 
     Example:
         >>> record = RunRecord(Path("runs/x"), [{"epoch": 0, "val/accuracy": 0.5}], {"method": "ogm", "seed": 0})
@@ -44,6 +66,7 @@ class RunRecord:
     path: Path
     history: list[dict[str, Any]]
     summary: dict[str, Any]
+    config: dict[str, Any] | None = None
 
     @property
     def method(self) -> str:
@@ -72,14 +95,9 @@ def load_run(path: str | Path) -> RunRecord:
         ('joint', 0.9, 1)
         >>> tmp.cleanup()
     """
-    from modbalance.train.outputs import read_metrics
-
     folder = Path(path)
-    summary_path = folder / "summary.json"
-    if not summary_path.is_file():
-        raise FileNotFoundError(f"{folder} is not a finished run: {summary_path} is missing")
-    summary = json.loads(summary_path.read_text())
-    return RunRecord(folder, read_metrics(folder / "metrics.jsonl"), summary)
+    summary = read_summary(folder)
+    return RunRecord(folder, read_metrics(folder / "metrics.jsonl"), summary, read_config(folder))
 
 
 def find_runs(paths: Iterable[str | Path]) -> list[RunRecord]:
@@ -130,11 +148,15 @@ class MethodRow:
         modality: modality name -> its uni-modal test accuracy per run.
         probe: modality name -> its linear-probe test accuracy per run.
         bayes: the Bayes-optimal accuracy of the row (imbalance lab only), else None.
+        differs: dotted config key -> this row's value, for the keys on which rows of the same
+            method differ (empty when the method has one row).
 
     Example:
         >>> row = MethodRow("opm", seeds=[0, 1], fused=[0.96, 0.98], bayes=0.996)
-        >>> round(row.gap, 3)
-        0.026
+        >>> round(row.gap, 3), row.label
+        (0.026, 'opm')
+        >>> MethodRow("ogm", differs={"method.alpha": 0.1}).label
+        'ogm (method.alpha=0.1)'
     """
 
     method: str
@@ -143,6 +165,12 @@ class MethodRow:
     modality: dict[str, list[float]] = field(default_factory=dict)
     probe: dict[str, list[float]] = field(default_factory=dict)
     bayes: float | None = None
+    differs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """The method name, followed by what differs from its other rows (at most three keys)."""
+        return _label(self.method, self.differs)
 
     @property
     def gap(self) -> float | None:
@@ -152,8 +180,59 @@ class MethodRow:
         return self.bayes - statistics.fmean(self.fused)
 
 
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> ``{"a.b.c": leaf}``; an empty dict is a leaf."""
+    if isinstance(value, dict) and value:
+        flat: dict[str, Any] = {}
+        for key, child in value.items():
+            flat.update(_flatten(child, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: value}
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _label(method: str, differs: dict[str, Any]) -> str:
+    if not differs:
+        return method
+    shown = [
+        f"{key}={_canonical(value) if isinstance(value, (dict, list)) else value}" for key, value in differs.items()
+    ]
+    more = len(shown) - _LABEL_KEYS
+    return f"{method} ({', '.join(shown[:_LABEL_KEYS])}{f', +{more} more' if more > 0 else ''})"
+
+
+def _groups(runs: Sequence[RunRecord]) -> list[tuple[str, dict[str, Any], list[RunRecord]]]:
+    """Runs grouped by method and resolved config minus :data:`IGNORED_CONFIG_KEYS`.
+
+    Returns (method, differing keys and values, runs) per group, in display order.
+    """
+    grouped: dict[tuple[str, str], tuple[dict[str, Any], list[RunRecord]]] = {}
+    for record in runs:
+        flat = {} if record.config is None else _flatten(record.config)
+        kept = {key: value for key, value in flat.items() if key not in IGNORED_CONFIG_KEYS}
+        key = (record.method, _canonical(kept))
+        grouped.setdefault(key, (kept, []))[1].append(record)
+    out = []
+    for method in sorted({method for method, _ in grouped}, key=_method_key):
+        configs = [(config, records) for (name, _), (config, records) in grouped.items() if name == method]
+        keys = sorted({k for config, _ in configs for k in config})
+        varying = [k for k in keys if len({_canonical(config.get(k, "<unset>")) for config, _ in configs}) > 1]
+        rows = [({k: config.get(k) for k in varying}, records) for config, records in configs]
+        rows.sort(key=lambda item: _canonical(item[0]))
+        out += [(method, differs, records) for differs, records in rows]
+    return out
+
+
 def summarize(runs: Sequence[RunRecord]) -> list[MethodRow]:
-    """Group runs by method; the Bayes limit of a ``unimodal:<m>`` row is modality m's own.
+    """Group runs by resolved config minus the seed; the Bayes limit of ``unimodal:<m>`` is modality m's own.
+
+    Runs are one row when their ``config.yaml`` files agree on every key but
+    :data:`IGNORED_CONFIG_KEYS` (runs without a ``config.yaml`` are grouped by method). When one
+    method has several rows, each row's :attr:`MethodRow.differs` names the keys on which they
+    differ, and its :attr:`MethodRow.label` shows them.
 
     Example:
         >>> import json, tempfile
@@ -170,21 +249,23 @@ def summarize(runs: Sequence[RunRecord]) -> list[MethodRow]:
         ('joint', [0, 1], [0.8, 0.9], {'audio': [0.75, 0.75]}, 0.95)
         >>> tmp.cleanup()
     """
-    rows: dict[str, MethodRow] = {}
-    for record in runs:
-        summary = record.summary
-        row = rows.setdefault(record.method, MethodRow(record.method))
-        row.seeds.append(int(summary.get("seed", 0)))
-        row.fused.append(float(summary["test"]["accuracy"]))
-        for key, value in summary["test"].items():
-            if key.startswith("accuracy/") and value is not None:
-                row.modality.setdefault(key.split("/", 1)[1], []).append(float(value))
-        for modality, value in (summary.get("probe") or {}).items():
-            row.probe.setdefault(modality, []).append(float(value))
-        bayes = summary.get("bayes") or {}
-        limit_key = record.method.split(":", 1)[1] if record.method.startswith("unimodal:") else "fused"
-        row.bayes = bayes.get(limit_key, row.bayes)
-    return [rows[name] for name in sorted(rows, key=_method_key)]
+    rows = []
+    for method, differs, records in _groups(runs):
+        row = MethodRow(method, differs=differs)
+        for record in records:
+            summary = record.summary
+            row.seeds.append(int(summary.get("seed", 0)))
+            row.fused.append(float(summary["test"]["accuracy"]))
+            for key, value in summary["test"].items():
+                if key.startswith("accuracy/") and value is not None:
+                    row.modality.setdefault(key.split("/", 1)[1], []).append(float(value))
+            for modality, value in (summary.get("probe") or {}).items():
+                row.probe.setdefault(modality, []).append(float(value))
+            bayes = summary.get("bayes") or {}
+            limit_key = method.split(":", 1)[1] if method.startswith("unimodal:") else "fused"
+            row.bayes = bayes.get(limit_key, row.bayes)
+        rows.append(row)
+    return rows
 
 
 def _pct(values: Sequence[float]) -> str:
@@ -220,7 +301,7 @@ def format_table(rows: Sequence[MethodRow]) -> str:
     header += ["Bayes gap"] if with_limits else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [row.method, str(len(row.seeds)), _pct(row.fused)]
+        cells = [row.label, str(len(row.seeds)), _pct(row.fused)]
         cells += [_pct(row.modality.get(m, [])) for m in modalities]
         cells += [_pct(row.probe.get(m, [])) for m in modalities]
         if with_limits:
@@ -230,16 +311,18 @@ def format_table(rows: Sequence[MethodRow]) -> str:
 
 
 def _mean_curves(runs: Sequence[RunRecord], key: str) -> dict[str, tuple[list[int], list[float]]]:
-    """Method -> (epochs, mean over seeds of ``key``) for the runs whose records have ``key``."""
+    """Row label -> (epochs, mean over seeds of ``key``) for the runs whose records have ``key``."""
     curves: dict[str, dict[int, list[float]]] = {}
-    for record in runs:
-        for entry in record.history:
-            value = entry.get(key)
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                curves.setdefault(record.method, {}).setdefault(int(entry["epoch"]), []).append(float(value))
+    for method, differs, records in _groups(runs):
+        for record in records:
+            for entry in record.history:
+                value = entry.get(key)
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    label = _label(method, differs)
+                    curves.setdefault(label, {}).setdefault(int(entry["epoch"]), []).append(float(value))
     return {
-        method: (sorted(points), [statistics.fmean(points[e]) for e in sorted(points)])
-        for method, points in sorted(curves.items(), key=lambda item: _method_key(item[0]))
+        label: (sorted(points), [statistics.fmean(points[e]) for e in sorted(points)])
+        for label, points in curves.items()
     }
 
 
@@ -251,8 +334,8 @@ def _plot_grid(grid: Sequence[Sequence[tuple[str, str]]], runs: Sequence[RunReco
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    methods = sorted({record.method for record in runs}, key=_method_key)
-    colors = {method: f"C{i % 10}" for i, method in enumerate(methods)}
+    labels = [_label(method, differs) for method, differs, _ in _groups(runs)]
+    colors = {label: f"C{i % 10}" for i, label in enumerate(labels)}
     rows = [[(title, _mean_curves(runs, key)) for title, key in row] for row in grid]
     rows = [row for row in rows if any(curves for _, curves in row)]
     if not rows:
@@ -326,7 +409,11 @@ def write_report(runs: Sequence[RunRecord], out_dir: str | Path, *, title: str =
             "![traces](traces.png)",
             "",
         ]
-    lines += ["## Runs", ""] + [f"- `{r.path}` ({r.method}, seed {r.summary.get('seed')})" for r in runs]
+    lines += ["## Runs", ""] + [
+        f"- `{r.path}` ({_label(method, differs)}, seed {r.summary.get('seed')})"
+        for method, differs, records in _groups(runs)
+        for r in records
+    ]
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return report

@@ -12,7 +12,7 @@ pytest.importorskip("av", reason='the toy release needs PyAV: pip install "modba
 
 from modbalance.cli import main
 from modbalance.data import layout
-from modbalance.train.demo import AV_DEMO_METHODS, AVDemoSize
+from modbalance.demo import AV_DEMO_METHODS, AVDemoSize
 
 pytestmark = pytest.mark.slow
 

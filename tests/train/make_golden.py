@@ -22,8 +22,8 @@ METHODS = ("joint", "ogm", "ogm_ge", "opm")
 
 def losses(method: str, output_dir: str) -> list[float]:
     """Per-epoch ``train/loss`` of ``lab/tiny`` with ``method``, seed 0."""
+    from modbalance.runfolder import read_metrics
     from modbalance.train import load_config, run
-    from modbalance.train.outputs import read_metrics
 
     folder = run(load_config("lab/tiny", [f"method.name={method}", f"output_dir={output_dir}", f"run_name={method}"]))
     return [record["train/loss"] for record in read_metrics(folder / "metrics.jsonl")]

@@ -24,8 +24,8 @@ from modbalance.data.base import ClipDataset
 from modbalance.data.errors import DataFileError
 from modbalance.data.kinetics_sounds import KS_CLASSES
 from modbalance.prep import prepare
+from modbalance.runfolder import read_metrics
 from modbalance.train import ConfigError, load_config, run
-from modbalance.train.outputs import read_metrics
 
 pytestmark = pytest.mark.slow
 

@@ -9,10 +9,10 @@ import pytest
 pytest.importorskip("omegaconf", reason='the trainer needs the train extra: pip install "modbalance[train]"')
 pytest.importorskip("tensorboard", reason='the trainer needs the train extra: pip install "modbalance[train]"')
 
+from modbalance.runfolder import read_metrics
 from modbalance.train import NonFiniteLossError, load_config, run
 from modbalance.train import trainer as trainer_module
 from modbalance.train.checkpoint import load_checkpoint
-from modbalance.train.outputs import read_metrics
 
 STEPS_PER_EPOCH = 8  # tiny preset: 240 samples, batches of 32
 BAD_EPOCH, BAD_BATCH = 1, 3  # the NaN batch: global step 8 + 4 = 12

@@ -11,9 +11,9 @@ pytest.importorskip("omegaconf", reason='the trainer needs the train extra: pip 
 pytest.importorskip("tensorboard", reason='the trainer needs the train extra: pip install "modbalance[train]"')
 
 from modbalance.data.synthetic import SyntheticLab, lab_preset
+from modbalance.runfolder import read_metrics
 from modbalance.train import evaluate_run, load_config, run
 from modbalance.train.checkpoint import load_checkpoint
-from modbalance.train.outputs import read_metrics
 
 # The tiny preset has 240 training samples: 8 batches of 32 per epoch.
 STEPS_PER_EPOCH = math.ceil(lab_preset("tiny").n_train / 32)

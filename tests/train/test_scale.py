@@ -28,10 +28,10 @@ pytest.importorskip("omegaconf", reason='the trainer needs the train extra: pip 
 pytest.importorskip("tensorboard", reason='the trainer needs the train extra: pip install "modbalance[train]"')
 
 from modbalance.ogm import OGM
+from modbalance.runfolder import read_metrics
 from modbalance.train import load_config, run
 from modbalance.train import trainer as trainer_module
 from modbalance.train.checkpoint import CheckpointError, load_checkpoint
-from modbalance.train.outputs import read_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -51,10 +51,10 @@ dump, stop_step, *argv = sys.argv[1:]
 stop_step = int(stop_step)
 finish = T.finish_run
 
-def dumping_finish(trainer):
-    params = {k: v.detach().cpu().clone() for k, v in trainer.core.state_dict().items()}
-    torch.save(params, Path(dump) / f"params-rank{trainer.ctx.rank}-of-{trainer.ctx.world_size}.pt")
-    finish(trainer)
+def dumping_finish(config, ctx, files, core, *args, **kwargs):
+    params = {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
+    torch.save(params, Path(dump) / f"params-rank{ctx.rank}-of-{ctx.world_size}.pt")
+    finish(config, ctx, files, core, *args, **kwargs)
 
 T.finish_run = dumping_finish
 if stop_step > 0:

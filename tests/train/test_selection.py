@@ -10,10 +10,10 @@ import torch
 pytest.importorskip("omegaconf", reason='the trainer needs the train extra: pip install "modbalance[train]"')
 pytest.importorskip("tensorboard", reason='the trainer needs the train extra: pip install "modbalance[train]"')
 
+from modbalance.runfolder import read_metrics
 from modbalance.train import load_config, run
 from modbalance.train import trainer as trainer_module
 from modbalance.train.checkpoint import load_checkpoint
-from modbalance.train.outputs import read_metrics
 
 # Scripted validation accuracies: the best is epoch 1, although the model keeps training after it.
 SCRIPTED_VAL = [0.50, 0.90, 0.70]

@@ -10,6 +10,10 @@ from typing import Any
 
 from modbalance.commands.train import fail
 
+#: Where ``demo`` writes without ``--out``: inside ``runs/``, the trainer's default ``output_dir``
+#: (ignored by the repository's .gitignore), never loose in the current folder.
+DEFAULT_OUT = "runs/demo-<date>-<time>"
+
 
 def register(subparsers: Any) -> None:
     """Add the ``demo`` sub-command to the top-level parser."""
@@ -29,7 +33,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--av", action="store_true", help="toy audio-visual files -> prep -> ResNet-18 runs, instead of the lab"
     )
-    parser.add_argument("--out", default=None, help="output folder (default ./modbalance-demo-<date>-<time>)")
+    parser.add_argument(
+        "--out", default=None, help=f"output folder (default {DEFAULT_OUT}, under the trainer's default output_dir)"
+    )
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3; 1 with --av)")
     parser.add_argument("--preset", default="default", help="lab preset (default, three, tiny); not with --av")
     parser.add_argument("--workers", type=int, default=2, help="--av: prep worker processes (default 2)")
@@ -46,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``demo``; returns 0, or 2 on bad arguments or an existing run folder."""
     import torch
 
-    from modbalance.train.demo import run_av_demo, run_demo
+    from modbalance.demo import run_av_demo, run_demo
 
     threads = args.threads if args.threads is not None else (min(4, os.cpu_count() or 1) if args.av else 1)
     if threads < 1:
@@ -54,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if args.av and args.preset != "default":
         return fail("demo", "--preset chooses a lab preset; it does not apply to --av")
     torch.set_num_threads(threads)
-    out = args.out or time.strftime("modbalance-demo-%Y%m%d-%H%M%S")
+    out = args.out or time.strftime(DEFAULT_OUT.replace("<date>", "%Y%m%d").replace("<time>", "%H%M%S"))
 
     def progress(index: int, total: int, config: Any, seconds: float) -> None:
         print(

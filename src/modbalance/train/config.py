@@ -26,6 +26,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from modbalance.train.errors import ConfigError
+from modbalance.train.validate import validate_sections
+
 __all__ = [
     "ConfigError",
     "DataConfig",
@@ -43,18 +46,6 @@ __all__ = [
 
 #: Configs shipped with the package (``modbalance train --config lab/ogm`` finds them).
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-
-
-class ConfigError(ValueError):
-    """A config that cannot run: the message names the key, the value and what is allowed.
-
-    Example:
-        >>> try:
-        ...     load_config(None, ["method.name=ogmge"])
-        ... except ValueError as error:  # ConfigError is a ValueError
-        ...     print(type(error).__name__, error)
-        ConfigError method.name='ogmge' is not allowed. Allowed values: joint, ogm, ogm_ge, opm, opm+ogm, ...
-    """
 
 
 @dataclass
@@ -323,6 +314,4 @@ def config_to_yaml(config: ExperimentConfig) -> str:
 
 def validate_config(config: ExperimentConfig) -> None:
     """Check ranges and names that do not need the data; raise :class:`ConfigError` naming the key."""
-    from modbalance.train.validate import validate_sections  # validate imports this module
-
     validate_sections(config)

@@ -7,7 +7,7 @@ checkpoint again (``modbalance eval --run DIR``).
 from __future__ import annotations
 
 import logging
-import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +15,12 @@ import torch
 
 from modbalance.model import MultimodalClassifier
 from modbalance.probe import linear_probe_accuracy
+from modbalance.runfolder import RunFiles, write_json
 from modbalance.train.checkpoint import load_checkpoint
 from modbalance.train.config import ExperimentConfig, load_config
 from modbalance.train.data import DataBundle, build_data
 from modbalance.train.distributed import DistributedContext, barrier
 from modbalance.train.loop import evaluate, extract_features
-from modbalance.train.outputs import RunFiles, write_json
 
 __all__ = ["evaluate_run", "finish_run", "probe_modalities"]
 
@@ -47,16 +47,34 @@ def _load_best(core: MultimodalClassifier, files: RunFiles) -> dict[str, Any]:
     return state
 
 
-def finish_run(trainer: Any) -> None:
-    """Score the best checkpoint on the test split and write ``summary.json`` (main rank)."""
-    config: ExperimentConfig = trainer.config
-    ctx: DistributedContext = trainer.ctx
-    files: RunFiles = trainer.files
+def finish_run(
+    config: ExperimentConfig,
+    ctx: DistributedContext,
+    files: RunFiles,
+    core: MultimodalClassifier,
+    bundle: DataBundle,
+    *,
+    history: Sequence[Mapping[str, Any]],
+    global_step: int,
+    wall_time_s: float,
+) -> None:
+    """Score the best checkpoint on the test split and write ``summary.json`` (main rank).
+
+    Args:
+        config: the run's config.
+        ctx: the distributed context (every rank calls this; only the main rank writes).
+        files: the run folder; its best checkpoint is loaded into ``core``.
+        core: the (unwrapped) model.
+        bundle: the run's data.
+        history: the per-epoch records so far (``metrics.jsonl``).
+        global_step: optimizer steps taken.
+        wall_time_s: training time so far, resumed segments included.
+    """
     barrier(ctx)
-    best = _load_best(trainer.core, files)
+    best = _load_best(core, files)
     test = evaluate(
-        trainer.core,
-        trainer.bundle,
+        core,
+        bundle,
         "test",
         ctx,
         batch_size=config.train.eval_batch_size,
@@ -66,28 +84,24 @@ def finish_run(trainer: Any) -> None:
     probe = None
     if config.train.probe and ctx.is_main:
         probe = probe_modalities(
-            trainer.core,
-            trainer.bundle,
-            ctx.device,
-            batch_size=config.train.eval_batch_size,
-            steps=config.train.probe_steps,
+            core, bundle, ctx.device, batch_size=config.train.eval_batch_size, steps=config.train.probe_steps
         )
-    best_record: dict[str, Any] = next((r for r in trainer.history if r["epoch"] == best["epoch"]), {})
+    best_record: Mapping[str, Any] = next((r for r in history if r["epoch"] == best["epoch"]), {})
     summary = {
         "run_name": files.root.name,
         "method": config.method.name,
         "data": config.data.preset if config.data.name == "synthetic" else config.data.name,
         "seed": config.seed,
-        "modalities": list(trainer.core.modalities),
+        "modalities": list(core.modalities),
         "best_epoch": best["epoch"],
         "select_metric": f"val/{best['select_metric']}",
         "val": {k[4:]: v for k, v in best_record.items() if k.startswith("val/")},
         "test": test,
         "probe": probe,
-        "bayes": trainer.bundle.extras.get("bayes"),
-        "epochs_run": len(trainer.history),
-        "global_step": trainer.global_step,
-        "wall_time_s": trainer.elapsed + time.perf_counter() - trainer._started,
+        "bayes": bundle.extras.get("bayes"),
+        "epochs_run": len(history),
+        "global_step": global_step,
+        "wall_time_s": wall_time_s,
         "world_size": ctx.world_size,
         "device": str(ctx.device),
         "precision": config.train.precision,

@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 
 from modbalance.metrics import EpochSums
+from modbalance.runfolder import RunFiles, write_json
 from modbalance.train.build import build_methods, build_model, build_optimizer
 from modbalance.train.checkpoint import (
     capture_rng_state,
@@ -53,7 +54,6 @@ from modbalance.train.distributed import (
 )
 from modbalance.train.finish import finish_run
 from modbalance.train.loop import NonFiniteWatch, StepParts, evaluate, train_step
-from modbalance.train.outputs import RunFiles, write_json
 from modbalance.train.validate import check_modalities
 
 __all__ = ["run", "run_folder"]
@@ -266,7 +266,16 @@ class _Trainer:
             while self.epoch < train.epochs and not stopped:
                 stopped = self._train_epoch()
                 self._end_epoch()
-            finish_run(self)
+            finish_run(
+                self.config,
+                self.ctx,
+                self.files,
+                self.core,
+                self.bundle,
+                history=self.history,
+                global_step=self.global_step,
+                wall_time_s=self.elapsed + time.perf_counter() - self._started,
+            )
             self._report_final_skips()
         finally:
             self.files.close()

@@ -1,6 +1,6 @@
 """Semantic checks of an :class:`~modbalance.train.config.ExperimentConfig`, before any training.
 
-Every check raises :class:`~modbalance.train.config.ConfigError` with the dotted key, the value
+Every check raises :class:`~modbalance.train.errors.ConfigError` with the dotted key, the value
 and the allowed values or range.
 """
 
@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from modbalance.imbalance import COEFFICIENTS, RATIO_RULES
 from modbalance.opm import RESCALE_MODES
-from modbalance.train.config import ConfigError, ExperimentConfig
+from modbalance.train.errors import ConfigError
+
+if TYPE_CHECKING:  # annotations only: config.py imports this module to validate
+    from modbalance.train.config import ExperimentConfig
 
 __all__ = [
     "BALANCING_METHODS",

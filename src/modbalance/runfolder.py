@@ -1,4 +1,10 @@
-"""The files of a run folder, written by the main process only.
+"""The run-folder format: the one module that writes and reads the files of a run folder.
+
+The trainer (:mod:`modbalance.train`) writes run folders through :class:`RunFiles` (main process
+only); ``modbalance report`` (:mod:`modbalance.report`), ``modbalance eval`` and the demo read them
+back through :func:`read_metrics`, :func:`read_summary` and :func:`read_config`. This module needs
+the standard library only (PyYAML for :func:`read_config`, TensorBoard for :meth:`RunFiles.open`),
+so reading a run never loads the trainer.
 
 ::
 
@@ -22,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunFiles", "read_metrics", "write_json"]
+__all__ = ["RunFiles", "read_config", "read_metrics", "read_summary", "write_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -143,3 +149,61 @@ class RunFiles:
             package_logger.setLevel(self._previous_level)
             self._handler.close()
             self._handler = None
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """The parsed ``summary.json`` of a run folder ``path`` (written when the run finished).
+
+    Raises:
+        FileNotFoundError: the folder has no ``summary.json`` (the run did not finish).
+        ValueError: the file is not a JSON object (the message names the file).
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     write_json(Path(tmp) / "summary.json", {"method": "ogm", "seed": 0})
+        ...     read_summary(Path(tmp))["method"]
+        'ogm'
+    """
+    file = Path(path) / "summary.json"
+    if not file.is_file():
+        raise FileNotFoundError(f"{path} is not a finished run: {file} is missing")
+    try:
+        summary = json.loads(file.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{file}: not valid JSON ({error})") from error
+    if not isinstance(summary, dict):
+        raise ValueError(f"{file}: expected a JSON object, got {type(summary).__name__}")
+    return summary
+
+
+def read_config(path: Path) -> dict[str, Any] | None:
+    """The resolved config a run saved (``config.yaml`` of the run folder ``path``) as plain data.
+
+    Returns ``None`` when the folder has no ``config.yaml``. Read with ``yaml.safe_load`` (plain
+    data only, no Python objects), without the trainer's schema: a report groups runs by it.
+
+    Raises:
+        ValueError: the file is not a YAML mapping (the message names the file).
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     _ = (Path(tmp) / "config.yaml").write_text("seed: 1\\nmethod:\\n  name: ogm\\n  alpha: 0.5\\n")
+        ...     read_config(Path(tmp))
+        {'seed': 1, 'method': {'name': 'ogm', 'alpha': 0.5}}
+    """
+    file = Path(path) / "config.yaml"
+    if not file.is_file():
+        return None
+    try:
+        import yaml
+    except ImportError as error:  # pragma: no cover - exercised only without the extra
+        raise ImportError('reading config.yaml needs PyYAML: pip install "modbalance[train]"') from error
+    try:
+        config = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(f"{file}: not valid YAML ({str(error).splitlines()[0]})") from error
+    if not isinstance(config, dict):
+        raise ValueError(f"{file}: expected a mapping of config sections, got {type(config).__name__}")
+    return config
