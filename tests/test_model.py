@@ -157,3 +157,16 @@ def test_errors():
         model({"audio": inputs["audio"]})
     with pytest.raises(ValueError, match="needs scores"):
         model(inputs, opm=OPM())
+
+
+def test_ogm_accepts_the_models_encoders_module_dict():
+    model = make_model()
+    ogm = OGM(model.encoders, alpha=0.5)  # nn.ModuleDict is not a collections.abc.Mapping
+    assert ogm.modalities == ["audio", "visual"]
+    assert [id(p) for p in ogm.groups["audio"]] == [id(p) for p in model.encoders["audio"].parameters()]
+    with pytest.raises(ValueError, match="at least two modalities"):
+        OGM(nn.ModuleDict({"audio": nn.Linear(2, 2)}), alpha=0.5)
+    with pytest.raises(TypeError, match="needs a mapping"):
+        OGM([nn.Linear(2, 2), nn.Linear(2, 2)], alpha=0.5)
+    with pytest.raises(ValueError, match="space must be one of gradient, update"):
+        OGM(model.encoders, alpha=0.5, space="updates")

@@ -201,3 +201,26 @@ def test_delayed_variant_applies_the_previous_steps_probabilities():
     resumed = OPM(p_exe=1.0, delay=True, rescale="none")
     resumed.load_state_dict(state)
     assert resumed(feats, SCORES_22).drop_probs["audio"].item() == 0.0  # the pending q of step 2 (balanced)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1.0])
+def test_non_finite_or_negative_scores_are_refused_like_discrepancy_ratios(bad):
+    from modbalance import discrepancy_ratios
+
+    scores = {"audio": torch.tensor(bad), "visual": torch.tensor(1.0)}
+    with pytest.raises(ValueError) as expected:
+        discrepancy_ratios(scores)
+    match = "non-finite" if math.isnan(bad) or math.isinf(bad) else "non-negative"
+    assert match in str(expected.value)
+    with pytest.raises(ValueError, match=match):
+        OPM(p_exe=1.0)({"audio": torch.ones(4, 2), "visual": torch.ones(4, 2)}, scores)
+
+
+def test_per_sample_scores_get_a_clear_error_and_one_element_tensors_are_fine():
+    feats = {"audio": torch.ones(8, 2), "visual": torch.ones(8, 2)}
+    per_sample = {"audio": torch.rand(8), "visual": torch.rand(8)}
+    with pytest.raises(ValueError, match=r"scores\['audio'\] must be one number.*shape \(8,\).*pass their sum"):
+        OPM(p_exe=1.0)(feats, per_sample)
+    summed = {m: s.sum().reshape(1) for m, s in per_sample.items()}  # (1,) is one number too
+    assert OPM(p_exe=1.0)(feats, summed).keep.shape == (8,)
+    assert OPM(p_exe=1.0)(feats, {"audio": 3.0, "visual": 1.0}).drop_probs["audio"] > 0  # plain numbers

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -33,7 +33,11 @@ from modbalance.imbalance import (
     _score_vector,
 )
 
-__all__ = ["OGM", "ParamFilter", "modality_parameter_groups"]
+__all__ = ["OGM", "SPACES", "ParamFilter", "modality_parameter_groups"]
+
+Space = Literal["gradient", "update"]
+#: Names accepted by ``OGM(space=...)``.
+SPACES: tuple[str, ...] = ("gradient", "update")
 
 #: ``None`` (every parameter), ``"conv"`` (only 4-D kernels, the official choice) or a predicate.
 ParamFilter = str | Callable[[nn.Parameter], bool] | None
@@ -62,9 +66,13 @@ def _select(param_filter: ParamFilter) -> Callable[[nn.Parameter], bool]:
 
 
 def modality_parameter_groups(
-    modality_params: Mapping[str, nn.Module | Iterable[nn.Parameter]], param_filter: ParamFilter = None
+    modality_params: Mapping[str, nn.Module | Iterable[nn.Parameter]] | nn.ModuleDict, param_filter: ParamFilter = None
 ) -> dict[str, list[nn.Parameter]]:
     """Resolve ``{modality: module or parameters}`` into checked lists of trainable parameters.
+
+    ``modality_params`` is any mapping, or an ``nn.ModuleDict`` (such as
+    :attr:`MultimodalClassifier.encoders <modbalance.MultimodalClassifier>`), which is not a
+    ``Mapping`` to Python but is accepted the same way.
 
     Raises:
         ValueError: fewer than two modalities, a modality with no trainable parameter left after
@@ -77,9 +85,15 @@ def modality_parameter_groups(
         ...
         ValueError: modality 'audio' has no trainable parameter to modulate after param_filter='conv' ...
     """
-    if not isinstance(modality_params, Mapping) or len(modality_params) < 2:
-        names = list(modality_params) if isinstance(modality_params, Mapping) else modality_params
-        raise ValueError(f"OGM needs at least two modalities, got {names!r}")
+    if isinstance(modality_params, nn.ModuleDict):
+        modality_params = dict(modality_params.items())
+    if not isinstance(modality_params, Mapping):
+        raise TypeError(
+            "OGM needs a mapping {modality: module or parameters} (a dict or nn.ModuleDict), "
+            f"got {type(modality_params).__name__}"
+        )
+    if len(modality_params) < 2:
+        raise ValueError(f"OGM needs at least two modalities, got {list(modality_params)!r}")
     keep = _select(param_filter)
     groups: dict[str, list[nn.Parameter]] = {}
     owner: dict[int, str] = {}
@@ -116,7 +130,8 @@ class OGM:
     official code.
 
     Args:
-        modality_params: modality name -> ``nn.Module`` or iterable of parameters (its encoder).
+        modality_params: modality name -> ``nn.Module`` or iterable of parameters (its encoder);
+            a dict or an ``nn.ModuleDict`` (e.g. ``model.encoders``).
         alpha: modulation strength :math:`\alpha \ge 0`.
         noise: add the GE noise (OGM-GE).
         coefficient: ``"reference"``, ``"shifted"`` or ``"paper"`` (see
@@ -159,7 +174,7 @@ class OGM:
 
     def __init__(
         self,
-        modality_params: Mapping[str, nn.Module | Iterable[nn.Parameter]],
+        modality_params: Mapping[str, nn.Module | Iterable[nn.Parameter]] | nn.ModuleDict,
         alpha: float,
         *,
         noise: bool = False,
@@ -170,7 +185,7 @@ class OGM:
         generator: torch.Generator | None = None,
         rule: RatioRule = "mean_pairwise",
         sync: bool | None = None,
-        space: str = "gradient",
+        space: Space = "gradient",
     ) -> None:
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
             raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
@@ -191,9 +206,9 @@ class OGM:
         self.end_epoch = end_epoch
         self.rule = rule
         self.sync = sync
-        if space not in ("gradient", "update"):
-            raise ValueError(f"space must be 'gradient' or 'update', got {space!r}")
-        self.space = space
+        if space not in SPACES:
+            raise ValueError(f"space must be one of {', '.join(SPACES)}, got {space!r}")
+        self.space: Space = space
         self._hooked: torch.optim.Optimizer | None = None
         self._pending: dict[str, float] = {}
         self._snapshot: dict[str, list[Tensor]] = {}

@@ -77,6 +77,28 @@ def kept_cross_entropy(logits: Tensor, target: Tensor, keep: Tensor) -> Tensor:
     return (losses * weights).sum() / weights.sum().clamp_min(1.0)
 
 
+def _score(name: str, value: Tensor | float) -> Tensor:
+    """One modality's score as a 0-d tensor; a per-sample vector is refused with a clear message."""
+    tensor = torch.as_tensor(value)
+    if tensor.numel() != 1:
+        raise ValueError(
+            f"scores[{name!r}] must be one number per modality (the batch sum from unimodal_scores), "
+            f"got a tensor of shape {tuple(tensor.shape)}; per-sample scores: pass their sum"
+        )
+    return tensor.reshape(())
+
+
+def _check_scores(names: list[str], flags: list[bool]) -> None:
+    """Raise on non-finite (first M flags False) or negative (last M flags False) scores."""
+    m = len(names)
+    bad = [name for name, ok in zip(names, flags[:m], strict=True) if not ok]
+    if bad:
+        raise ValueError(f"OPM got non-finite scores for {bad} (NaN or inf): check the uni-modal logits")
+    negative = [name for name, ok in zip(names, flags[m:], strict=True) if not ok]
+    if negative:
+        raise ValueError(f"OPM scores must be non-negative, got negative scores for {negative}")
+
+
 def _check_probability(name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
@@ -118,7 +140,17 @@ class OPM(nn.Module):
 
     Shapes:
         features: modality name -> ``(B, D_m, ...)`` (widths may differ per modality);
-        scores: modality name -> 0-d batch sum from :func:`~modbalance.unimodal_scores`.
+        scores: modality name -> 0-d batch sum from :func:`~modbalance.unimodal_scores` (a
+        one-element tensor or a number). A per-sample ``(B,)`` tensor is refused rather than
+        summed, since it is more often a mistake (logits, or confidences of one class) than a
+        score; pass its sum. NaN, infinite or negative scores raise ``ValueError``, as in
+        :func:`~modbalance.discrepancy_ratios`; checking costs one host synchronisation per
+        active step.
+
+    State: OPM is passed to the model's ``forward``, not owned by it, so ``model.state_dict()``
+    does not hold OPM's random streams; save ``opm.state_dict()`` next to the optimizer's state
+    (per rank under DDP: the mask streams differ between ranks) and restore it with
+    ``load_state_dict`` to continue the same masks. :class:`~modbalance.OGM` has the same pair.
 
     Example:
         >>> import torch
@@ -208,9 +240,12 @@ class OPM(nn.Module):
             return OPMOutput(dict(features), torch.ones(batch, dtype=torch.bool, device=device), zeros)
 
         with torch.no_grad():
-            vector = torch.stack([torch.as_tensor(scores[name]).reshape(()).float().to(device) for name in names])
+            vector = torch.stack([_score(name, scores[name]).float().to(device) for name in names])
             if _distributed.resolve_sync(self.sync):
                 vector = _distributed.all_reduce_sum(vector)
+            # One host synchronisation per active step: non-finite or negative scores are refused,
+            # as discrepancy_ratios refuses them (they would silently give q = 0).
+            _check_scores(names, torch.cat([torch.isfinite(vector), vector >= 0]).tolist())
             q = _drop_prob_vector(_ratio_vector(vector, self.rule), self.q_base, self.lam)
             if self.delay:
                 measured = q

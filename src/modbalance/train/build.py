@@ -118,7 +118,7 @@ def build_methods(config: ExperimentConfig, model: MultimodalClassifier, device:
                 param_filter=method.param_filter,
                 generator=generator,
                 rule=method.rule,  # type: ignore[arg-type]
-                space=method.space,
+                space=method.space,  # type: ignore[arg-type]
             )
         except ValueError as error:
             raise ConfigError(f"method.param_filter={method.param_filter!r}: {error}") from error

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from modbalance.imbalance import COEFFICIENTS, RATIO_RULES
+from modbalance.ogm import SPACES
 from modbalance.opm import RESCALE_MODES
 from modbalance.train.errors import ConfigError
 
@@ -59,7 +60,7 @@ def _check_method(config: ExperimentConfig) -> None:
         raise ConfigError("method.name='unimodal:' needs a modality, e.g. unimodal:audio")
     _at_least("method.alpha", method.alpha, 0.0)
     _allowed("method.coefficient", method.coefficient, COEFFICIENTS)
-    _allowed("method.space", method.space, ("gradient", "update"))
+    _allowed("method.space", method.space, SPACES)
     _allowed("method.param_filter", method.param_filter, PARAM_FILTERS)
     _allowed("method.rule", method.rule, RATIO_RULES)
     _allowed("method.rescale", method.rescale, RESCALE_MODES)
