@@ -1,5 +1,7 @@
 """MultimodalClassifier: encode/fuse/unimodal seams, OPM integration, parameter groups."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -170,3 +172,38 @@ def test_ogm_accepts_the_models_encoders_module_dict():
         OGM([nn.Linear(2, 2), nn.Linear(2, 2)], alpha=0.5)
     with pytest.raises(ValueError, match="space must be one of gradient, update"):
         OGM(model.encoders, alpha=0.5, space="updates")
+
+
+def _resumable_parts():
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    ogm = OGM(model.encoders, alpha=0.8, noise=True, generator=torch.Generator().manual_seed(1))
+    opm = OPM(p_exe=0.7, generator=torch.Generator().manual_seed(2))
+    return model, optimizer, ogm, opm
+
+
+def _steps(parts, count):
+    model, optimizer, ogm, opm = parts
+    inputs, y = batch()
+    for _ in range(count):
+        out = model(inputs, opm=opm, scores=lambda z: unimodal_scores(z, y))
+        optimizer.zero_grad()
+        kept_cross_entropy(out.logits, y, out.keep).backward()
+        ogm.modulate(out.unimodal_logits, y)
+        optimizer.step()
+
+
+@pytest.mark.parametrize("skip", [None, "ogm", "opm"])
+def test_ogm_and_opm_state_is_what_a_resume_needs(skip):
+    # One state model: both expose state_dict/load_state_dict, and a resume is exact only with both.
+    straight = _resumable_parts()
+    _steps(straight, 2)
+    saved = [copy.deepcopy(part.state_dict()) for part in straight]
+    _steps(straight, 3)
+    resumed = _resumable_parts()
+    for name, part, state in zip(("model", "optimizer", "ogm", "opm"), resumed, saved):
+        if name != skip:
+            part.load_state_dict(state)
+    _steps(resumed, 3)
+    same = all(torch.equal(a, b) for a, b in zip(straight[0].state_dict().values(), resumed[0].state_dict().values()))
+    assert same == (skip is None)
