@@ -14,7 +14,9 @@ def register(subparsers: Any) -> None:
         "report",
         help="table and plots from finished runs",
         description=(
-            "Collect the finished runs at or below each DIR (folders with summary.json), group them by method, "
+            "Collect the finished runs at or below each DIR (folders with summary.json), group them by their full "
+            "resolved config (config.yaml) minus the seed, the output folder and the run name (one row per group; "
+            "when a method has several rows, each row names the keys that differ, e.g. 'ogm (method.alpha=0.1)'), "
             "print the table (test accuracy mean ± std over seeds, per-modality and linear-probe accuracy, gap "
             "to the Bayes limit on the lab) and write report.md with PNG plots into --out."
         ),
