@@ -295,3 +295,27 @@ def test_constructor_errors() -> None:
     model = CentralNet({"a": [nn.Linear(2, 3)], "b": [nn.Linear(2, 4)]}, [3], 2)
     with pytest.raises(ValueError, match=r"branch 'b' level 0 gives shape \(1, 4\); CentralNet expects width 3"):
         model({"a": torch.randn(1, 2), "b": torch.randn(1, 2)})
+
+
+#: Independent oracle of what is modality-specific, by parameter name (the module docstrings).
+OWN_PREFIXES = {
+    "joint": ("proj.{m}.", "modality_embed.{m}", "pos_embed.{m}", "modality_blocks.{m}.", "tokenizers.{m}."),
+    "bottleneck": ("proj.{m}.", "modality_embed.{m}", "pos_embed.{m}", "modality_blocks.{m}.", "tokenizers.{m}."),
+    "mmtm": ("stages.{m}.",),
+    "centralnet": ("branches.{m}.",),
+}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_modality_parameters_are_the_modality_specific_branches(arch: str) -> None:
+    model = make(arch, 3)
+    groups = model.modality_parameters()
+    named = dict(model.named_parameters())
+    for m in model.modalities:
+        prefixes = tuple(p.format(m=m) for p in OWN_PREFIXES[arch])
+        expected = {name for name in named if name == prefixes[0].rstrip(".") or name.startswith(prefixes)}
+        expected |= {name for name in named if name in prefixes}
+        got = {name for name, p in named.items() if any(p is q for q in groups[m])}
+        assert got == expected and got, (m, sorted(got ^ expected))
+    shared = {name for name, p in named.items() if any(p is q for q in model.shared_parameters())}
+    assert shared == set(named) - {n for m in model.modalities for n in named if any(named[n] is q for q in groups[m])}
