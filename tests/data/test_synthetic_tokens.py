@@ -21,7 +21,9 @@ def test_tokens_are_the_vectors_cut_into_chunks() -> None:
 
 
 def test_tokens_must_divide_every_width() -> None:
-    with pytest.raises(ValueError, match=r"tokens=3 must divide every modality's width; it does not divide \{'audio': 8"):
+    with pytest.raises(
+        ValueError, match=r"tokens=3 must divide every modality's width; it does not divide \{'audio': 8"
+    ):
         lab_preset("tiny").replace(tokens=3)
     with pytest.raises(ValueError, match="tokens must be >= 0"):
         lab_preset("tiny").replace(tokens=-1)

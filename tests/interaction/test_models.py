@@ -187,9 +187,7 @@ def test_ogm_scales_exactly_the_mapped_parameters(arch: str, shared: str | None)
     assert k["audio"] < 1.0 and k["visual"] == k["text"] == 1.0
     owner = {id(p): name for name, params in groups.items() for p in params}
     shared_ids = {id(p) for p in model.shared_parameters()}
-    assert shared_ids and shared_ids.isdisjoint(
-        {id(p) for p in groups["visual"]} | {id(p) for p in groups["text"]}
-    )
+    assert shared_ids and shared_ids.isdisjoint({id(p) for p in groups["visual"]} | {id(p) for p in groups["text"]})
     for p in model.parameters():
         if p.grad is None:
             continue
@@ -248,8 +246,9 @@ def test_padding_tokens_are_ignored(variant: str) -> None:
 
 def test_bottleneck_routes_cross_modal_information_through_fusion_tokens_only() -> None:
     """With no shared fusion token but CLS, after one block a modality's tokens have not seen the other."""
-    model = TransformerFusion({"audio": 5, "visual": 3}, 3, d_model=8, depth=1, heads=2, variant="bottleneck",
-                              fusion_tokens=0, max_tokens=8)
+    model = TransformerFusion(
+        {"audio": 5, "visual": 3}, 3, d_model=8, depth=1, heads=2, variant="bottleneck", fusion_tokens=0, max_tokens=8
+    )
     x = inputs("bottleneck", 2)
     state, _ = model._prepare(model.check_inputs(x))
     _, reps = model._interact(state, model.modalities, torch.ones(6, 2))

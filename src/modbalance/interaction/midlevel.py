@@ -88,7 +88,8 @@ class MMTMBlock(nn.Module):
             stats = pool(maps[m])
             if stats.shape[1] != self.channels[m]:
                 raise ValueError(
-                    f"MMTM block expects {self.channels[m]} channels for {m!r}, got a map of shape {tuple(maps[m].shape)}"
+                    f"MMTM block expects {self.channels[m]} channels for {m!r}, "
+                    f"got a map of shape {tuple(maps[m].shape)}"
                 )
             lo, hi = self.offsets[m]
             z = z + F.linear(stats * weight[:, j : j + 1].to(stats.dtype), self.squeeze.weight[:, lo:hi])
@@ -153,7 +154,9 @@ class MMTMNet(InteractionModel):
         after = list(range(count - 1)) if fuse_after is None else [int(i) for i in fuse_after]
         bad = [i for i in after if not 0 <= i < count]
         if bad or len(set(after)) != len(after):
-            raise ValueError(f"fuse_after must hold distinct stage indices in [0, {count}), got {list(fuse_after or [])}")
+            raise ValueError(
+                f"fuse_after must hold distinct stage indices in [0, {count}), got {list(fuse_after or [])}"
+            )
         self.stages = nn.ModuleDict({m: nn.ModuleList(s) for m, s in stages.items()})
         self.fuse_after = sorted(after)
         self.blocks = nn.ModuleDict(

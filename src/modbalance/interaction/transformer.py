@@ -164,9 +164,7 @@ class TransformerFusion(InteractionModel):
         ogm_shared: str | None = None,
     ) -> None:
         names = list(token_dims)
-        super().__init__(
-            names, num_classes, dict.fromkeys(names, d_model), unimodal=unimodal, ogm_shared=ogm_shared
-        )
+        super().__init__(names, num_classes, dict.fromkeys(names, d_model), unimodal=unimodal, ogm_shared=ogm_shared)
         if variant not in TRANSFORMER_VARIANTS:
             raise ValueError(f"variant must be one of {', '.join(TRANSFORMER_VARIANTS)}, got {variant!r}")
         for key, value, low in (
@@ -211,7 +209,7 @@ class TransformerFusion(InteractionModel):
     def _own_parameters(self) -> dict[str, list[nn.Parameter]]:
         groups: dict[str, list[nn.Parameter]] = {}
         for m in self.modalities:
-            params = list(self.proj[m].parameters()) + [self.modality_embed[m], self.pos_embed[m]]
+            params = [*self.proj[m].parameters(), self.modality_embed[m], self.pos_embed[m]]
             params += list(self.modality_blocks[m].parameters())
             if m in self.tokenizers:
                 params += list(self.tokenizers[m].parameters())
