@@ -110,7 +110,9 @@ def modality_parameter_groups(
             )
         for p in chosen:
             if id(p) in owner:
-                raise ValueError(f"a parameter is mapped to both {owner[id(p)]!r} and {name!r}")
+                raise ValueError(
+                    f"a parameter of shape {tuple(p.shape)} is mapped to both {owner[id(p)]!r} and {name!r}"
+                )
             owner[id(p)] = name
         groups[name] = chosen
     return groups

@@ -176,6 +176,10 @@ class LabSpec:
         n_val: Validation split size (>= 0).
         n_test: Test split size (>= 1).
         recipe: The training recipe this spec was tuned with.
+        tokens: 0 (default): each modality's inputs are vectors ``(N, W_m)``. ``T >= 1``: token
+            sequences ``(N, T, W_m / T)``, the standardised vector cut into ``T`` consecutive
+            chunks (a fixed invertible reshape, so every Bayes limit is unchanged); every width
+            must be divisible by ``T``. For the token-level models of :mod:`modbalance.interaction`.
 
     Example:
         >>> spec = LabSpec({"audio": ModalitySpec(3.0, 8, 0), "visual": ModalitySpec(1.5, 8, 1)},
@@ -191,6 +195,7 @@ class LabSpec:
     n_val: int
     n_test: int
     recipe: LabRecipe = field(default_factory=LabRecipe)
+    tokens: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.modalities, Mapping):
@@ -211,6 +216,10 @@ class LabSpec:
                 raise TypeError(f"modalities[{name!r}] must be a ModalitySpec, got {type(spec).__name__}")
             if spec.width < latent_dim:
                 raise ValueError(f"modalities[{name!r}].width must be >= latent_dim={latent_dim}, got {spec.width}")
+        tokens = _check_int(self.tokens, "tokens", minimum=0)
+        uneven = {name: spec.width for name, spec in self.modalities.items() if tokens and spec.width % tokens}
+        if uneven:
+            raise ValueError(f"tokens={tokens} must divide every modality's width; it does not divide {uneven}")
         object.__setattr__(self, "modalities", dict(self.modalities))
 
     def __hash__(self) -> int:  # the modalities dict is not hashable by itself
@@ -223,6 +232,7 @@ class LabSpec:
                 self.n_val,
                 self.n_test,
                 self.recipe,
+                self.tokens,
             )
         )
 
@@ -459,6 +469,8 @@ class SyntheticLab:
             self.feature_mean[name] = train.mean(0)
             self.feature_std[name] = train.std(0).clamp_min(1e-12)
             features[name] = ((h - self.feature_mean[name]) / self.feature_std[name]).to(torch.float32)
+            if spec.tokens:
+                features[name] = features[name].reshape(total, spec.tokens, mod.width // spec.tokens)
 
         self._splits: dict[str, LabSplit] = {}
         for split, (lo, hi) in zip(_SPLITS, itertools.pairwise(offsets), strict=True):
@@ -527,7 +539,7 @@ class SyntheticLab:
         return result
 
     def decode_latents(self, modality: str, x: Tensor) -> Tensor:
-        """Invert standardisation and mixing: inputs ``(N, W_m)`` -> latents ``(N, L)`` (float64).
+        """Invert standardisation and mixing: inputs ``(N, W_m)`` (or tokens ``(N, T, W_m / T)``) -> latents ``(N, L)``.
 
         Example:
             >>> lab = SyntheticLab(lab_preset("tiny"), seed=0)
@@ -536,7 +548,7 @@ class SyntheticLab:
             True
         """
         self._check_names([modality])
-        h = x.to(torch.float64) * self.feature_std[modality] + self.feature_mean[modality]
+        h = x.flatten(1).to(torch.float64) * self.feature_std[modality] + self.feature_mean[modality]
         return self.mixings[modality].inverse(h)
 
 

@@ -11,14 +11,16 @@ from __future__ import annotations
 import hashlib
 import inspect
 import logging
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from modbalance.encoders.pretrained import load_pretrained
 from modbalance.encoders.registry import ENCODERS, build_encoder
+from modbalance.encoders.resnet import ResNet18Encoder
 from modbalance.fusion import create_fusion
+from modbalance.interaction import InteractionModel, create_interaction
 from modbalance.model import MultimodalClassifier
 from modbalance.ogm import OGM
 from modbalance.opm import OPM
@@ -26,7 +28,16 @@ from modbalance.train.config import ConfigError, ExperimentConfig
 from modbalance.train.data import DataBundle
 from modbalance.train.validate import method_modalities
 
-__all__ = ["Methods", "build_methods", "build_model", "build_optimizer", "derived_seed"]
+__all__ = [
+    "Methods",
+    "build_interaction_model",
+    "build_methods",
+    "build_model",
+    "build_optimizer",
+    "derived_seed",
+    "encoder_stages",
+    "encoder_tokenizer",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +93,9 @@ def build_model(config: ExperimentConfig, bundle: DataBundle) -> MultimodalClass
                 load_pretrained(encoders[modality], pretrained, conv1=conv1)  # type: ignore[arg-type]
             except (OSError, TypeError, ValueError) as error:
                 raise ConfigError(f"{key}.pretrained: {error}") from error
+    if config.model.kind != "late":
+        # Same seams as MultimodalClassifier (forward, modality_parameters), duck-typed for the loop.
+        return cast(MultimodalClassifier, build_interaction_model(config, bundle, encoders))
     sample = bundle.sample_inputs()
     dims: dict[str, int] = {}
     with torch.no_grad():
@@ -99,6 +113,157 @@ def build_model(config: ExperimentConfig, bundle: DataBundle) -> MultimodalClass
     except ValueError as error:
         raise ConfigError(f"model.fusion_options: {error}") from error
     return MultimodalClassifier(encoders, fusion)
+
+
+class _TokenWise(nn.Module):
+    """A vector encoder applied to every token: ``(B, T, d) -> (B, T, D)`` in one call."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 3:
+            raise ValueError(f"token-wise encoder expects tokens (B, T, d), got shape {tuple(x.shape)}")
+        b, t, d = x.shape
+        return self.encoder(x.reshape(b * t, d)).reshape(b, t, -1)
+
+
+class _MapTokens(nn.Module):
+    """A ResNet-18 encoder's layer4 map as tokens: ``(B, 512, [T,] h, w) -> (B, [T*]h*w, 512)``."""
+
+    def __init__(self, encoder: ResNet18Encoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.encoder.forward_map(x).flatten(2).transpose(1, 2)
+
+
+class _ResNetStage(nn.Module):
+    """One stage of a ResNet-18 encoder on ``(B, C, H, W)``, or frame by frame on ``(B, C, T, H, W)``."""
+
+    def __init__(self, encoder: ResNet18Encoder, modules: list[nn.Module], first: bool) -> None:
+        super().__init__()
+        self.check = encoder._check_input if first else None
+        self.temporal = encoder.temporal
+        self.body = nn.Sequential(*modules)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.check is not None:
+            x = self.check(x)
+        if not self.temporal:
+            return self.body(x)
+        b, c, t, h, w = x.shape
+        out = self.body(x.transpose(1, 2).reshape(b * t, c, h, w))
+        return out.reshape(b, t, *out.shape[1:]).transpose(1, 2)
+
+
+def encoder_stages(encoder: nn.Module, key: str) -> list[nn.Module]:
+    """Cut a registered encoder into stages sharing its modules (for ``mmtm`` and ``centralnet``).
+
+    ``MLPEncoder``: one stage per linear layer (with its ReLU); ``ResNet18Encoder``: stem + layer1,
+    layer2, layer3, layer4 (frame by frame for video). Other encoders raise ConfigError naming ``key``.
+
+    Example:
+        >>> from modbalance.encoders.mlp import MLPEncoder
+        >>> len(encoder_stages(MLPEncoder(4, 8, 6, depth=3), "model.encoders.audio"))
+        3
+    """
+    from modbalance.encoders.mlp import MLPEncoder
+
+    if isinstance(encoder, MLPEncoder):
+        last = len(encoder.layers) - 1
+        return [
+            nn.Sequential(layer, encoder.activation, *([encoder.drop] if i < last else []))
+            for i, layer in enumerate(encoder.layers)
+        ]
+    if isinstance(encoder, ResNet18Encoder):
+        stem = [encoder.conv1, encoder.bn1, encoder.relu, encoder.maxpool, encoder.layer1]
+        groups = [stem, [encoder.layer2], [encoder.layer3], [encoder.layer4]]
+        return [_ResNetStage(encoder, list(group), i == 0) for i, group in enumerate(groups)]
+    raise ConfigError(
+        f"{key}: model.kind needs an encoder that can be cut into stages (mlp or a resnet18 encoder), "
+        f"got {type(encoder).__name__}"
+    )
+
+
+def encoder_tokenizer(encoder: nn.Module, key: str) -> nn.Module:
+    """The encoder as a tokenizer for ``transformer``: MLP token-wise, ResNet-18 map positions as tokens.
+
+    Example:
+        >>> import torch
+        >>> from modbalance.encoders.mlp import MLPEncoder
+        >>> encoder_tokenizer(MLPEncoder(4, 8, 6), "model.encoders.audio")(torch.randn(2, 5, 4)).shape
+        torch.Size([2, 5, 6])
+    """
+    from modbalance.encoders.mlp import MLPEncoder
+
+    if isinstance(encoder, MLPEncoder):
+        return _TokenWise(encoder)
+    if isinstance(encoder, ResNet18Encoder):
+        return _MapTokens(encoder)
+    raise ConfigError(
+        f"{key}: model.kind=transformer needs an mlp (applied to each token) or a resnet18 encoder "
+        f"(its layer4 map as tokens), got {type(encoder).__name__}"
+    )
+
+
+def _probe(modules: dict[str, list[nn.Module]], sample: dict[str, Tensor], kind: str) -> dict[str, list[Tensor]]:
+    """Each modality's output after every module, on the sample batch (eval mode, no gradients)."""
+    outputs: dict[str, list[Tensor]] = {}
+    with torch.no_grad():
+        for m, chain in modules.items():
+            x, outputs[m] = sample[m], []
+            for module in chain:
+                module.eval()
+                try:
+                    x = module(x)
+                except (RuntimeError, ValueError) as error:
+                    hint = " (on the lab, token inputs need data.options.tokens)" if kind == "transformer" else ""
+                    raise ConfigError(
+                        f"model.encoders.{m}: cannot run on input of shape {tuple(sample[m].shape)} for "
+                        f"model.kind={kind}: {error}{hint}"
+                    ) from error
+                finally:
+                    module.train()
+                outputs[m].append(x)
+    return outputs
+
+
+def build_interaction_model(
+    config: ExperimentConfig, bundle: DataBundle, encoders: dict[str, nn.Module]
+) -> InteractionModel:
+    """``model.kind`` (transformer, mmtm, centralnet) around the built encoders, with ``model.interaction``.
+
+    Widths are read from one probe forward on two validation samples, as for late fusion.
+    """
+    kind, options = config.model.kind, dict(config.model.interaction)
+    sample = bundle.sample_inputs()
+    keys = {m: f"model.encoders.{m}" for m in encoders}
+    try:
+        if kind == "transformer":
+            tokenizers = {m: encoder_tokenizer(e, keys[m]) for m, e in encoders.items()}
+            tokens = _probe({m: [t] for m, t in tokenizers.items()}, sample, kind)
+            dims = {m: int(out[-1].shape[-1]) for m, out in tokens.items()}
+            longest = max(int(out[-1].shape[1]) for out in tokens.values())
+            options.setdefault("max_tokens", longest)
+            return create_interaction(kind, dims, bundle.num_classes, tokenizers=tokenizers, **options)
+        stages = {m: encoder_stages(e, keys[m]) for m, e in encoders.items()}
+        outputs = _probe(stages, sample, kind)
+        widths = {m: [int(out.shape[1]) for out in outs] for m, outs in outputs.items()}
+        if kind == "mmtm":
+            return create_interaction(kind, stages, widths, bundle.num_classes, **options)
+        if len({tuple(w) for w in widths.values()}) != 1:
+            raise ConfigError(
+                f"model.kind=centralnet needs the same width at every level for every modality; the encoders "
+                f"give {widths} (model.encoders.*.options)"
+            )
+        return create_interaction(kind, stages, next(iter(widths.values())), bundle.num_classes, **options)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"model.interaction ({kind}): {error}") from error
 
 
 def build_methods(config: ExperimentConfig, model: MultimodalClassifier, device: torch.device) -> Methods:

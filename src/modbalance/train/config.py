@@ -92,15 +92,22 @@ class DataConfig:
 class ModelConfig:
     """Encoders per modality and the fusion head (:func:`modbalance.fusion.create_fusion`).
 
+    ``kind`` is ``late`` (encoders, then ``fusion``) or a model whose modalities interact inside
+    the network (:data:`modbalance.interaction.INTERACTIONS`: ``transformer``, ``mmtm``,
+    ``centralnet``), built around the same encoders with the keyword options in ``interaction``
+    (docs/complex-models.md); ``fusion`` is then unused.
+
     Example:
         >>> model = load_config("lab/tiny", ["model.fusion=sum"]).model
-        >>> sorted(model.encoders), model.fusion
-        (['audio', 'visual'], 'sum')
+        >>> sorted(model.encoders), model.fusion, model.kind
+        (['audio', 'visual'], 'sum', 'late')
     """
 
     encoders: dict[str, EncoderConfig] = field(default_factory=dict)
     fusion: str = "concat"
     fusion_options: dict[str, Any] = field(default_factory=dict)
+    kind: str = "late"
+    interaction: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -238,7 +238,7 @@ def _lab_bundle(config: ExperimentConfig) -> DataBundle:
         splits=splits,
         modalities=list(lab.modalities),
         num_classes=lab.spec.num_classes,
-        in_dims={m: spec.width for m, spec in lab.spec.modalities.items()},
+        in_dims={m: int(splits["train"].inputs[m].shape[-1]) for m in lab.modalities},  # token width with tokens
         batched=True,
         extras={"bayes": lab.bayes_accuracy()},
     )

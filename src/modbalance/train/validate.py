@@ -24,6 +24,7 @@ __all__ = [
     "PRECISIONS",
     "SCHEDULERS",
     "check_modalities",
+    "interaction_options",
     "method_modalities",
     "validate_sections",
 ]
@@ -138,12 +139,61 @@ def _check_data_and_model(config: ExperimentConfig) -> None:
     if not (math.isfinite(data.val_fraction) and 0.0 <= data.val_fraction < 1.0):
         raise ConfigError(f"data.val_fraction={data.val_fraction!r} is out of range: must be in [0, 1)")
     _allowed("model.fusion", config.model.fusion, sorted(FUSIONS))
+    _check_interaction(config)
     for modality, encoder in config.model.encoders.items():
         _allowed(f"model.encoders.{modality}.name", encoder.name, ENCODERS.names())
         _allowed(f"model.encoders.{modality}.pretrained_conv1", encoder.pretrained_conv1, ("auto", "adapt", "reinit"))
     _at_least("seed", config.seed, 0)
     if config.run_name is not None and (not config.run_name or "/" in config.run_name):
         raise ConfigError(f"run_name={config.run_name!r} must be a non-empty folder name without '/'")
+
+
+def interaction_options(kind: str) -> list[str]:
+    """The ``model.interaction`` keys a ``model.kind`` accepts (its keyword-only constructor options).
+
+    Example:
+        >>> interaction_options("centralnet")
+        ['ogm_shared', 'unimodal']
+    """
+    import inspect
+
+    from modbalance.interaction import INTERACTIONS
+
+    parameters = inspect.signature(INTERACTIONS[kind]).parameters.values()
+    # tokenizers come from model.encoders, not from the options
+    return sorted(p.name for p in parameters if p.kind is p.KEYWORD_ONLY and p.name != "tokenizers")
+
+
+def _check_interaction(config: ExperimentConfig) -> None:
+    from modbalance.interaction import INTERACTIONS
+
+    model = config.model
+    _allowed("model.kind", model.kind, ["late", *sorted(INTERACTIONS)])
+    if model.kind == "late":
+        if model.interaction:
+            raise ConfigError(
+                f"model.interaction={dict(model.interaction)} is set but model.kind='late' does not use it; "
+                f"set model.kind to one of {', '.join(sorted(INTERACTIONS))}"
+            )
+        return
+    allowed = interaction_options(model.kind)
+    for key in model.interaction:
+        if key not in allowed:
+            raise ConfigError(
+                f"model.interaction.{key}: unknown option for model.kind={model.kind!r}. "
+                f"Allowed keys: {', '.join(allowed)}"
+            )
+    if model.interaction.get("unimodal", "masked") != "masked":
+        raise ConfigError(
+            f"model.interaction.unimodal={model.interaction['unimodal']!r} is not allowed in the trainer. Allowed "
+            "values: masked (auxiliary heads learn only from model.auxiliary_loss, which the trainer's loss does "
+            "not add; use them in your own loop, docs/complex-models.md)"
+        )
+    if config.method.name.startswith("unimodal:"):
+        raise ConfigError(
+            f"method.name={config.method.name!r} trains one modality, but model.kind={model.kind!r} needs two or "
+            "more; train one modality alone with model.kind=late"
+        )
 
 
 def validate_sections(config: ExperimentConfig) -> None:
