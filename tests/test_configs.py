@@ -1,7 +1,11 @@
-"""Every shipped YAML config loads and validates; each dataset config follows its preset in DATASET_PRESETS.
+"""Every shipped YAML config loads and validates; each dataset config is generated from its setting.
 
-No data is read: configs are loaded with a dummy ``data.root``, and the encoders are checked on zero
-tensors of the per-sample shapes the preset documents.
+The dataset settings are defined once, in ``modbalance.data.presets`` (``DATASET_PRESETS`` and
+``CONFIG_NOTES``); ``docs/make_configs.py`` writes the YAML files, and the shipped files must equal its
+output. The checks below then compare the loaded configs with the settings, so that the generator's
+mapping is itself tested. The ``lab/`` configs are hand-written examples. No data is read: configs are
+loaded with a dummy ``data.root``, and the encoders are checked on zero tensors of the per-sample shapes
+the setting documents.
 """
 
 import re
@@ -12,11 +16,11 @@ import torch
 
 pytest.importorskip("omegaconf", reason='the trainer needs the train extra: pip install "modbalance[train]"')
 
-from modbalance.data.presets import DATASET_PRESETS
+from modbalance.data.presets import CONFIG_NOTES, DATASET_PRESETS, config_names, render_config
 from modbalance.data.registry import dataset_info
 from modbalance.encoders.registry import build_encoder
 from modbalance.train import ConfigError, load_config, run
-from modbalance.train.config import CONFIG_DIR
+from modbalance.train.config import CONFIG_DIR, resolve_config_path
 
 ALL = sorted(str(p.relative_to(CONFIG_DIR).with_suffix("")) for p in CONFIG_DIR.rglob("*.yaml"))
 DATASET_CONFIGS = [name for name in ALL if not name.startswith("lab/")]
@@ -31,11 +35,32 @@ def preset_of(name: str) -> str:
 
 
 def test_configs_were_found() -> None:
-    assert {"lab/tiny", "cremad/ogm_ge", "cremad/tpami_opm", "mosei/balancebench_opm"} <= set(ALL)
+    assert {"lab/tiny", "cremad/ogm_ge_ogm_ge", "cremad/tpami_opm", "mosei/balancebench_opm"} <= set(ALL)
 
 
-def test_every_preset_has_a_config_named_after_it() -> None:
-    assert set(DATASET_PRESETS) <= set(DATASET_CONFIGS)
+def test_shipped_dataset_configs_are_exactly_the_generated_ones() -> None:
+    assert set(DATASET_CONFIGS) == set(config_names())
+    assert set(CONFIG_NOTES) == set(DATASET_PRESETS)
+
+
+@pytest.mark.parametrize("name", DATASET_CONFIGS)
+def test_shipped_dataset_config_equals_the_generator_output(name: str) -> None:
+    assert (CONFIG_DIR / f"{name}.yaml").read_text() == render_config(name), (
+        f"{name}.yaml is stale: run python docs/make_configs.py"
+    )
+
+
+@pytest.mark.parametrize("setting", sorted(DATASET_PRESETS))
+def test_a_setting_name_alone_names_its_ogm_ge_config(setting: str) -> None:
+    assert resolve_config_path(setting) == CONFIG_DIR / f"{setting}_ogm_ge.yaml"
+    assert load_config(setting, [DUMMY_ROOT]) == load_config(f"{setting}_ogm_ge", [DUMMY_ROOT])
+
+
+def test_unknown_config_names_list_the_shipped_ones() -> None:
+    with pytest.raises(FileNotFoundError, match=r"config file 'cremad/paper' not found \(shipped configs: "):
+        resolve_config_path("cremad/paper")
+    with pytest.raises(ValueError, match="unknown generated config 'cremad/tpami'"):
+        render_config("cremad/tpami")
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -1,4 +1,11 @@
-"""Reference presets reproduce the official windows, filters and OPM settings (METHOD.md §5, §8, §11)."""
+"""Reference presets carry the official windows, filters and OPM settings; the new options check their input.
+
+Sources: GeWu-Lab/OGM-GE_CVPR2022 main.py (window 0-50, 4-D kernels), GeWu-Lab/BML_TPAMI2024 code/main.py
+(warm-up epochs 0-5) and scripts/*.sh, GeWu-Lab/BalanceBenchmark configs/trainer_config.yaml. The step-by-step
+comparison with the official code is tests/test_reference_transcriptions.py.
+"""
+
+import re
 
 import pytest
 import torch
@@ -49,3 +56,44 @@ def test_overrides_and_errors():
     with pytest.raises(ValueError, match="no OPM settings"):
         opm_preset("cvpr2022_code")
     assert set(REFERENCE_PRESETS) == {"cvpr2022_code", "tpami2024_code", "balancebenchmark"}
+
+
+def test_balancebenchmark_opm_carries_its_quirks_by_name():
+    opm = OPM(**opm_preset("balancebenchmark"))
+    assert (opm.ratio, opm.ratio_eps, opm.rescale_eps, opm.grad_through_theta) == ("in_place", 1e-5, 1e-5, "true")
+    assert opm.rule == "sum_others"
+    assert OPM(**opm_preset("tpami2024_code")).grad_through_theta == "tpami"
+    audio, visual = encoders()
+    assert OGM({"audio": audio, "visual": visual}, alpha=0.3, **ogm_preset("balancebenchmark")).ratio_eps == 1e-5
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"ratio": "aliased"}, "Unknown ratio mode 'aliased'. Available: exact, in_place"),
+        ({"grad_through_theta": "yes"}, "Unknown grad_through_theta 'yes'. Available: none, tpami, true"),
+        ({"ratio_eps": -1e-5}, "ratio_eps must be a finite number >= 0, got -1e-05"),
+        ({"rescale_eps": float("nan")}, "rescale_eps must be a finite number >= 0, got nan"),
+        (
+            {"grad_through_theta": "tpami", "rescale": "per_modality"},
+            "grad_through_theta='tpami' needs rescale='reference' and delay=False, got rescale='per_modality'",
+        ),
+        ({"grad_through_theta": "true", "delay": True}, "needs rescale='reference' and delay=False"),
+    ],
+)
+def test_opm_options_reject_bad_values(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        OPM(**kwargs)
+
+
+def test_gradient_through_theta_refuses_detached_scores():
+    opm = OPM(grad_through_theta="true")
+    feats = {"audio": torch.ones(3, 2), "visual": torch.ones(3, 2)}
+    with pytest.raises(ValueError, match="needs scores that carry gradient"):
+        opm(feats, {"audio": torch.tensor(2.0), "visual": torch.tensor(1.0)})
+
+
+def test_ogm_ratio_eps_rejects_bad_values():
+    audio, visual = encoders()
+    with pytest.raises(ValueError, match=re.escape("ratio_eps must be a finite number >= 0, got -1")):
+        OGM({"audio": audio, "visual": visual}, alpha=0.3, ratio_eps=-1)

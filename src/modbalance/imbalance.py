@@ -125,21 +125,24 @@ def unimodal_scores(unimodal_logits: Mapping[str, Tensor], target: Tensor) -> di
     return dict(zip(names, vector.unbind(0), strict=True))
 
 
-def _ratio_vector(scores: Tensor, rule: str) -> Tensor:
-    """Discrepancy ratios for a ``(M,)`` vector of non-negative scores (no checks, no sync)."""
+def _ratio_vector(scores: Tensor, rule: str, eps: float = 0.0) -> Tensor:
+    """Discrepancy ratios for a ``(M,)`` vector of non-negative scores (no checks, no sync).
+
+    ``eps`` is added to every denominator (BalanceBenchmark adds ``1e-5``); 0 leaves the ratios exact.
+    """
     s = scores.clamp_min(SCORE_FLOOR)
     m = s.shape[0]
     eye = torch.eye(m, dtype=torch.bool, device=s.device)
     if rule == "mean_pairwise":
-        inverse = 1.0 / s
+        inverse = 1.0 / (s + eps)
         return s * (inverse.sum() - inverse) / (m - 1)
     if rule == "min":
         others = s.unsqueeze(0).expand(m, m).masked_fill(eye, float("inf"))
-        return s / others.min(dim=1).values
+        return s / (others.min(dim=1).values + eps)
     if rule == "mean_others":
-        return s * (m - 1) / (s.sum() - s)
+        return s * (m - 1) / (s.sum() - s + eps * (m - 1))
     if rule == "sum_others":
-        return s / (s.sum() - s)
+        return s / (s.sum() - s + eps)
     raise ValueError(f"Unknown ratio rule {rule!r}. Available: {', '.join(RATIO_RULES)}")
 
 

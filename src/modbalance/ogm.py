@@ -152,6 +152,9 @@ class OGM:
             by k instead, through step hooks on the optimizer passed to :meth:`modulate`. Under
             Adam-family optimizers, which divide a gradient scale back out, only ``"update"``
             keeps the intended effect. With SGD and no momentum or weight decay both are equal.
+        ratio_eps: added to every ratio's denominator; BalanceBenchmark's OGM trainer adds
+            ``1e-5`` (``balancemm/trainer/OGM_trainer.py`` line 132 at commit ``d7675c1``); the
+            default 0 keeps the exact ratio of the CVPR 2022 and TPAMI 2024 code.
 
     Mixed precision: gradients must be unscaled before modulation. Pass ``scaler=`` and
     ``optimizer=`` to :meth:`modulate` and it calls ``scaler.unscale_(optimizer)`` first (do not
@@ -188,6 +191,7 @@ class OGM:
         rule: RatioRule = "mean_pairwise",
         sync: bool | None = None,
         space: Space = "gradient",
+        ratio_eps: float = 0.0,
     ) -> None:
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
             raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
@@ -199,6 +203,14 @@ class OGM:
             raise ValueError(
                 f"need 0 <= start_epoch <= end_epoch, got start_epoch={start_epoch}, end_epoch={end_epoch}"
             )
+        if (
+            isinstance(ratio_eps, bool)
+            or not isinstance(ratio_eps, (int, float))
+            or not math.isfinite(ratio_eps)
+            or ratio_eps < 0
+        ):
+            raise ValueError(f"ratio_eps must be a finite number >= 0, got {ratio_eps!r}")
+        self.ratio_eps = float(ratio_eps)
         self.groups = modality_parameter_groups(modality_params, param_filter)
         self.modalities = list(self.groups)
         self.alpha = float(alpha)
@@ -300,7 +312,7 @@ class OGM:
         if _distributed.resolve_sync(self.sync):
             packed = _distributed.all_reduce_sum(torch.cat([scores, bad_target.reshape(1).float()]))
             scores, bad_target = packed[:-1], packed[-1] > 0
-        ratios = _ratio_vector(scores, self.rule)
+        ratios = _ratio_vector(scores, self.rule, self.ratio_eps)
         coefficients = _coefficient_vector(ratios, self.alpha, self.coefficient)
         grads = {name: [p.grad for p in self.groups[name] if p.grad is not None] for name in self.modalities}
         # The noise depends on the un-modulated gradients only: queue it before the host sync,
@@ -407,5 +419,6 @@ class OGM:
     def __repr__(self) -> str:
         return (
             f"OGM(modalities={self.modalities}, alpha={self.alpha}, noise={self.noise}, "
-            f"coefficient={self.coefficient!r}, window=[{self.start_epoch}, {self.end_epoch}], rule={self.rule!r})"
+            f"coefficient={self.coefficient!r}, window=[{self.start_epoch}, {self.end_epoch}], rule={self.rule!r}, "
+            f"ratio_eps={self.ratio_eps})"
         )

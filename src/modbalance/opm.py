@@ -9,6 +9,8 @@ rescaling can be the official global factor or per-modality inverted dropout; sa
 lose every modality are reported in ``keep`` instead of being removed with a host
 synchronisation (use :func:`kept_cross_entropy`); under DDP the scores are all-reduced and
 the execution draw is identical on every rank, while the per-sample masks differ per rank.
+Named options reproduce the official code bases instead where they differ from these defaults
+(``grad_through_theta``, ``ratio``, ``ratio_eps``, ``rescale_eps``; ``modbalance.presets``).
 """
 
 from __future__ import annotations
@@ -24,11 +26,17 @@ from torch import Tensor, nn
 from modbalance import _distributed
 from modbalance.imbalance import RATIO_RULES, RatioRule, _drop_prob_vector, _ratio_vector
 
-__all__ = ["OPM", "RESCALE_MODES", "OPMOutput", "kept_cross_entropy"]
+__all__ = ["GRAD_THROUGH_THETA", "OPM", "RATIO_MODES", "RESCALE_MODES", "OPMOutput", "kept_cross_entropy"]
 
 Rescale = Literal["reference", "per_modality", "none"]
 #: Names accepted by ``OPM(rescale=...)``.
 RESCALE_MODES: tuple[str, ...] = ("reference", "per_modality", "none")
+RatioMode = Literal["exact", "in_place"]
+#: Names accepted by ``OPM(ratio=...)``.
+RATIO_MODES: tuple[str, ...] = ("exact", "in_place")
+GradThroughTheta = Literal["none", "tpami", "true"]
+#: Names accepted by ``OPM(grad_through_theta=...)``.
+GRAD_THROUGH_THETA: tuple[str, ...] = ("none", "tpami", "true")
 
 
 class OPMOutput(NamedTuple):
@@ -99,6 +107,32 @@ def _check_scores(names: list[str], flags: list[bool]) -> None:
         raise ValueError(f"OPM scores must be non-negative, got negative scores for {negative}")
 
 
+class _ThetaAsItsOwnGradient(torch.autograd.Function):
+    """``1 / (1 - theta + eps)`` whose backward hands ``theta`` itself to ``theta`` (when fired).
+
+    The TPAMI code's ``custom_autograd`` (``GeWu-Lab/BML_TPAMI2024``, ``code/models/Classifier.py``
+    lines 9-21) divides the features by ``1 - theta`` with ``theta`` as a constant and returns
+    ``theta`` as the gradient of ``theta``, whatever the incoming gradient; that value then flows
+    back through the drop probabilities into whatever the scores depend on.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, theta: Tensor, fired: Tensor, eps: float) -> Tensor:
+        ctx.save_for_backward(theta, fired)
+        return 1.0 / (1.0 - theta.detach() + eps).clamp_min(1e-6)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor, None, None]:
+        theta, fired = ctx.saved_tensors
+        return theta * fired.to(theta.dtype), None, None
+
+
+def _check_eps(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
 def _check_probability(name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
@@ -137,6 +171,20 @@ class OPM(nn.Module):
         delay: apply the drop probabilities computed at the previous step (none at the first),
             as a third-party reading of the paper's Algorithm 1 has it; the official code
             (default, ``False``) applies them in the step that measured them.
+        ratio: ``"exact"`` (default) forms every ratio from the measured scores; ``"in_place"``
+            reproduces BalanceBenchmark's OPM trainer from its commit ``d7675c1`` (2025-01-12)
+            on, which writes each modality's ratio into that modality's score before the next
+            modality's ratio is formed (``ratios[m] = scores[m]`` then ``/=``), so the ratios
+            after the first use earlier *ratios* in place of scores (see ``docs/methods.md``).
+        ratio_eps: added to every ratio's denominator (BalanceBenchmark: ``1e-5``).
+        rescale_eps: the rescale becomes :math:`1/(1-\theta+\epsilon)` (BalanceBenchmark: ``1e-5``).
+        grad_through_theta: how the loss gradient reaches the scores through the rescale factor.
+            ``"none"`` (default): q comes from detached scores and the factor is a constant.
+            ``"tpami"``: the TPAMI code's custom autograd function, whose backward returns
+            :math:`\theta` itself as :math:`\theta`'s gradient. ``"true"``: the exact
+            :math:`\partial L/\partial\theta` (BalanceBenchmark). Both need ``scores`` that
+            carry gradient (computed from the features without ``no_grad``), the global
+            ``rescale="reference"`` and ``delay=False``.
 
     Shapes:
         features: modality name -> ``(B, D_m, ...)`` (widths may differ per modality);
@@ -180,6 +228,10 @@ class OPM(nn.Module):
         rule: RatioRule = "mean_pairwise",
         sync: bool | None = None,
         delay: bool = False,
+        ratio: RatioMode = "exact",
+        ratio_eps: float = 0.0,
+        rescale_eps: float = 0.0,
+        grad_through_theta: GradThroughTheta = "none",
     ) -> None:
         super().__init__()
         self.q_base = _check_probability("q_base", q_base)
@@ -195,6 +247,21 @@ class OPM(nn.Module):
             raise ValueError(
                 f"need 0 <= start_epoch <= end_epoch, got start_epoch={start_epoch}, end_epoch={end_epoch}"
             )
+        if ratio not in RATIO_MODES:
+            raise ValueError(f"Unknown ratio mode {ratio!r}. Available: {', '.join(RATIO_MODES)}")
+        if grad_through_theta not in GRAD_THROUGH_THETA:
+            raise ValueError(
+                f"Unknown grad_through_theta {grad_through_theta!r}. Available: {', '.join(GRAD_THROUGH_THETA)}"
+            )
+        if grad_through_theta != "none" and (rescale != "reference" or delay):
+            raise ValueError(
+                f"grad_through_theta={grad_through_theta!r} needs rescale='reference' and delay=False, "
+                f"got rescale={rescale!r}, delay={delay!r}"
+            )
+        self.ratio = ratio
+        self.ratio_eps = _check_eps("ratio_eps", ratio_eps)
+        self.rescale_eps = _check_eps("rescale_eps", rescale_eps)
+        self.grad_through_theta = grad_through_theta
         self.rescale = rescale
         self.start_epoch = start_epoch
         self.end_epoch = end_epoch
@@ -239,14 +306,25 @@ class OPM(nn.Module):
             self.last_drop_probs = zeros
             return OPMOutput(dict(features), torch.ones(batch, dtype=torch.bool, device=device), zeros)
 
+        graph = self.grad_through_theta != "none"
+        values = [_score(name, scores[name]).to(device) for name in names]
+        if graph and not any(value.requires_grad for value in values):
+            raise ValueError(
+                f"OPM(grad_through_theta={self.grad_through_theta!r}) needs scores that carry gradient "
+                "(computed from the features without no_grad); these scores are detached"
+            )
+        vector = torch.stack([v if v.dtype == torch.float64 else v.float() for v in values])
+        if not graph:
+            vector = vector.detach()
+        if _distributed.resolve_sync(self.sync):
+            # The global sum; the gradient (if any) reaches this rank's own scores only.
+            vector = vector + (_distributed.all_reduce_sum(vector.detach()) - vector.detach())
+        # One host synchronisation per active step: non-finite or negative scores are refused,
+        # as discrepancy_ratios refuses them (they would silently give q = 0).
+        _check_scores(names, torch.cat([torch.isfinite(vector.detach()), vector.detach() >= 0]).tolist())
+        q_graph = _drop_prob_vector(self._ratios(vector), self.q_base, self.lam)
         with torch.no_grad():
-            vector = torch.stack([_score(name, scores[name]).float().to(device) for name in names])
-            if _distributed.resolve_sync(self.sync):
-                vector = _distributed.all_reduce_sum(vector)
-            # One host synchronisation per active step: non-finite or negative scores are refused,
-            # as discrepancy_ratios refuses them (they would silently give q = 0).
-            _check_scores(names, torch.cat([torch.isfinite(vector), vector >= 0]).tolist())
-            q = _drop_prob_vector(_ratio_vector(vector, self.rule), self.q_base, self.lam)
+            q = q_graph.detach()
             if self.delay:
                 measured = q
                 q = self._pending_q if self._pending_q is not None else torch.zeros_like(measured)
@@ -255,8 +333,8 @@ class OPM(nn.Module):
             fired = torch.rand((), generator=execution, device=device) < self.p_exe
             keep_masks = torch.rand(len(names), batch, generator=masks, device=device) >= q.unsqueeze(1)
             keep_masks = keep_masks | ~fired
-            scale = self._scale(q, [features[name].shape[1] for name in names])
-            factors = keep_masks.float() * torch.where(fired, scale, torch.ones_like(scale)).unsqueeze(1)
+        scale = self._scale(q_graph if graph else q, [features[name].shape[1] for name in names], fired)
+        factors = keep_masks.to(scale.dtype) * torch.where(fired, scale, torch.ones_like(scale)).unsqueeze(1)
         out = {}
         for i, name in enumerate(names):
             value = features[name]
@@ -267,15 +345,28 @@ class OPM(nn.Module):
         self.last_drop_probs = drop_probs
         return OPMOutput(out, keep_masks.any(dim=0), drop_probs)
 
-    def _scale(self, q: Tensor, widths: list[int]) -> Tensor:
+    def _ratios(self, scores: Tensor) -> Tensor:
+        """``(M,)`` ratios, exact or with BalanceBenchmark's in-place overwriting of the scores."""
+        if self.ratio == "exact":
+            return _ratio_vector(scores, self.rule, self.ratio_eps)
+        current, ratios = scores, []
+        for m in range(scores.shape[0]):  # one small op per modality, in the modalities' order
+            ratio = _ratio_vector(current, self.rule, self.ratio_eps)[m]
+            ratios.append(ratio)
+            current = torch.cat([current[:m], ratio.reshape(1), current[m + 1 :]])
+        return torch.stack(ratios)
+
+    def _scale(self, q: Tensor, widths: list[int], fired: Tensor) -> Tensor:
         """Per-modality rescale factor ``(M,)`` for the survivors of a fired step."""
         if self.rescale == "none":
             return torch.ones_like(q)
         if self.rescale == "per_modality":
-            return 1.0 / (1.0 - q).clamp_min(1e-6)
+            return 1.0 / (1.0 - q + self.rescale_eps).clamp_min(1e-6)
         dims = torch.tensor(widths, dtype=q.dtype, device=q.device)
         theta = (dims * q).sum() / dims.sum()
-        return (1.0 / (1.0 - theta).clamp_min(1e-6)).expand_as(q)
+        if self.grad_through_theta == "tpami":
+            return _ThetaAsItsOwnGradient.apply(theta, fired, self.rescale_eps).expand_as(q)
+        return (1.0 / (1.0 - theta + self.rescale_eps).clamp_min(1e-6)).expand_as(q)
 
     def _generators(self, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
         """The execution-draw generator (same on every rank) and the mask generator (per rank)."""
@@ -317,5 +408,7 @@ class OPM(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"q_base={self.q_base}, lam={self.lam}, p_exe={self.p_exe}, rescale={self.rescale!r}, "
-            f"window=[{self.start_epoch}, {self.end_epoch}], rule={self.rule!r}"
+            f"window=[{self.start_epoch}, {self.end_epoch}], rule={self.rule!r}, ratio={self.ratio!r}, "
+            f"ratio_eps={self.ratio_eps}, rescale_eps={self.rescale_eps}, "
+            f"grad_through_theta={self.grad_through_theta!r}"
         )

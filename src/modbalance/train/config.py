@@ -219,9 +219,14 @@ class ExperimentConfig:
 def resolve_config_path(path: str | Path) -> Path:
     """A YAML file path, or the name of a shipped config (``lab/ogm`` -> ``configs/lab/ogm.yaml``).
 
+    A dataset setting's name alone (a key of ``DATASET_PRESETS``, e.g. ``cremad/tpami``) names that
+    setting's OGM-GE config (``cremad/tpami_ogm_ge``); see ``docs/config.md``.
+
     Example:
         >>> resolve_config_path("lab/ogm").name
         'ogm.yaml'
+        >>> resolve_config_path("cremad/tpami").name
+        'tpami_ogm_ge.yaml'
     """
     candidate = Path(path)
     if candidate.is_file():
@@ -229,6 +234,10 @@ def resolve_config_path(path: str | Path) -> Path:
     shipped = CONFIG_DIR / (str(path) if str(path).endswith(".yaml") else f"{path}.yaml")
     if shipped.is_file():
         return shipped
+    from modbalance.data.presets import DATASET_PRESETS
+
+    if str(path) in DATASET_PRESETS:
+        return CONFIG_DIR / f"{path}_ogm_ge.yaml"
     names = sorted(str(p.relative_to(CONFIG_DIR).with_suffix("")) for p in CONFIG_DIR.rglob("*.yaml"))
     raise FileNotFoundError(f"config file {str(path)!r} not found (shipped configs: {', '.join(names)})")
 
