@@ -137,7 +137,8 @@ def _run_config_path(folder: Path) -> Path:
     """``folder/config.yaml``, or FileNotFoundError saying that ``folder`` is not a run folder."""
     path = folder / "config.yaml"
     if not folder.is_dir():
-        raise FileNotFoundError(f"--resume {folder}: is not a run folder (no such folder)")
+        what = "a file, not a folder" if folder.exists() else "no such folder"
+        raise FileNotFoundError(f"--resume {folder}: is not a run folder ({what})")
     if not path.is_file():
         raise FileNotFoundError(
             f"--resume {folder}: is not a run folder ({path.name} is missing; `modbalance train` writes it "
