@@ -16,19 +16,35 @@ so reading a run never loads the trainer.
         checkpoints/last.pt  everything needed to resume exactly (last.prev.pt: the one before)
         tb/                  TensorBoard event files
         train.log            the run's log
+        .lock                held (``flock``) by the process training in the folder; holds its pid
+
+What happens on a full disk, the lock and the exit codes: ``docs/run-folder.md``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Mapping
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunFiles", "read_config", "read_metrics", "read_summary", "write_json"]
+__all__ = [
+    "RunFiles",
+    "RunFolderBusyError",
+    "RunLock",
+    "RunWriteError",
+    "read_config",
+    "read_metrics",
+    "read_summary",
+    "write_json",
+    "writing",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -44,32 +60,191 @@ def _clean(value: Any) -> Any:
     return value
 
 
+class RunWriteError(OSError):
+    """A file of a run folder could not be written (full disk, quota, permissions, I/O error).
+
+    The message names the file, what was being written and the system's reason; ``errno`` is the
+    original error's. ``modbalance train`` exits with code 3 on it (docs/run-folder.md).
+
+    Example:
+        >>> error = RunWriteError("runs/r/metrics.jsonl", "the epoch record", OSError(28, "No space left on device"))
+        >>> print(error)
+        [Errno 28] could not write runs/r/metrics.jsonl (the epoch record): No space left on device
+    """
+
+    def __init__(self, path: Path | str, what: str, error: OSError) -> None:
+        self.path, self.what = Path(path), what
+        reason = error.strerror or str(error)
+        super().__init__(error.errno, f"could not write {self.path} ({what}): {reason}")
+
+    def __str__(self) -> str:
+        return f"[Errno {self.errno}] {self.strerror}" if self.errno is not None else str(self.strerror)
+
+
+@contextlib.contextmanager
+def writing(path: Path | str, what: str) -> Iterator[None]:
+    """Turn an ``OSError`` raised inside the block into a :class:`RunWriteError` naming ``path`` and ``what``.
+
+    Example:
+        >>> try:
+        ...     with writing("/no/such/dir/x.json", "the summary"):
+        ...         open("/no/such/dir/x.json", "w")
+        ... except RunWriteError as error:
+        ...     print(error.path.name, error.what)
+        x.json the summary
+    """
+    try:
+        yield
+    except RunWriteError:
+        raise
+    except OSError as error:
+        raise RunWriteError(path, what, error) from error
+
+
+class RunFolderBusyError(RuntimeError):
+    """Another process holds the lock of a run folder (it is training there).
+
+    Example:
+        >>> str(RunFolderBusyError("runs/r", "4242"))
+        'runs/r is in use: another process (pid 4242) is training there; wait for it to end, or choose another run_name'
+    """
+
+    def __init__(self, folder: Path | str, holder: str) -> None:
+        self.folder, self.holder = Path(folder), holder
+        super().__init__(
+            f"{self.folder} is in use: another process (pid {holder}) is training there; wait for it to end, "
+            "or choose another run_name"
+        )
+
+
+class RunLock:
+    """An exclusive OS lock (``flock``) on ``<folder>/.lock``, held for a run's lifetime.
+
+    The lock file holds the holder's pid (for the message of a refused second process). The
+    operating system releases the lock when the holder exits, however it ends (even SIGKILL), so
+    a crashed run never leaves a stale lock. Where ``fcntl`` does not exist (Windows) it is a no-op.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> with RunLock(folder):
+        ...     try:
+        ...         RunLock(folder).acquire()
+        ...     except RunFolderBusyError as error:
+        ...         print("busy:", "pid" in str(error))
+        busy: True
+        >>> with RunLock(folder):  # released when the first one ended
+        ...     pass
+    """
+
+    def __init__(self, folder: Path | str) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / ".lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock, creating the folder; raise :class:`RunFolderBusyError` if another process has it."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return
+        with writing(self.path, "the run folder's lock file"):
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                os.close(fd)
+                raise RunWriteError(self.path, "the run folder's lock file", error) from error
+            holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise RunFolderBusyError(self.folder, holder) from None
+        with contextlib.suppress(OSError):  # the pid is a courtesy for the message; the lock is what counts
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        """Release the lock (the file stays; a lock, not the file's existence, marks a live run)."""
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 def write_json(path: Path, payload: Mapping[str, Any]) -> None:
-    """Write ``payload`` as indented JSON, atomically (temporary file, then rename)."""
+    """Write ``payload`` as indented JSON, atomically (temporary file, then rename).
+
+    Raises:
+        RunWriteError: the file could not be written (the old file, if any, is left as it was).
+    """
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(_clean(payload), indent=2, sort_keys=True) + "\n")
-    os.replace(temporary, path)
+    with writing(path, f"{path.name}"):
+        try:
+            temporary.write_text(json.dumps(_clean(payload), indent=2, sort_keys=True) + "\n")
+            os.replace(temporary, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+            raise
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """The records of a ``metrics.jsonl`` file.
 
+    A last line without its newline that is not valid JSON is a record torn by an interrupted
+    write (a killed process, a full disk); it is ignored with a ``UserWarning`` naming the file
+    and line. Damage anywhere else is an error.
+
     Raises:
         FileNotFoundError: no such file.
         ValueError: a line that is not a JSON object (the message names the file and line).
     """
+    text = Path(path).read_text()
+    lines = text.splitlines()
     records = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
+            if number == len(lines) and not text.endswith("\n"):
+                warnings.warn(
+                    f"{path}:{number}: ignoring a torn last line (an interrupted write): {line[:60]!r}",
+                    stacklevel=2,
+                )
+                break
             raise ValueError(f"{path}:{number}: not a JSON record ({error})") from error
         if not isinstance(record, dict):
             raise ValueError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
         records.append(record)
     return records
+
+
+def _append_line(path: Path, line: bytes) -> None:
+    """Append ``line`` with one ``os.write``; on failure cut the file back, raise :class:`RunWriteError`."""
+    with writing(path, "the epoch record"):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                written = os.write(fd, line)
+                if written != len(line):
+                    raise OSError(errno.ENOSPC, f"short write: {written} of {len(line)} bytes (disk full?)")
+            except OSError:
+                with contextlib.suppress(OSError):  # if even this fails, read_metrics ignores the torn line
+                    os.ftruncate(fd, size)
+                raise
+        finally:
+            os.close(fd)
 
 
 class RunFiles:
@@ -103,8 +278,9 @@ class RunFiles:
         """
         if not self.enabled:
             return
-        self.checkpoints.mkdir(parents=True, exist_ok=True)
-        self._handler = logging.FileHandler(self.log)
+        with writing(self.checkpoints, "the run folder"):
+            self.checkpoints.mkdir(parents=True, exist_ok=True)
+            self._handler = logging.FileHandler(self.log)
         self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         package_logger = logging.getLogger("modbalance")
         package_logger.addHandler(self._handler)
@@ -115,28 +291,41 @@ class RunFiles:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as error:  # pragma: no cover - exercised only without the extra
             raise ImportError('TensorBoard logs need tensorboard: pip install "modbalance[train]"') from error
-        self._writer = SummaryWriter(log_dir=str(self.tensorboard), purge_step=purge_epoch)
+        with writing(self.tensorboard, "TensorBoard events"):
+            self._writer = SummaryWriter(log_dir=str(self.tensorboard), purge_step=purge_epoch)
 
     def rewrite_metrics(self, history: Iterable[Mapping[str, Any]]) -> None:
-        """Replace ``metrics.jsonl`` with ``history`` (on resume: drops records after the checkpoint)."""
+        """Replace ``metrics.jsonl`` with ``history`` (on resume: drops records after the checkpoint).
+
+        An empty history removes the file: a folder holds a run once it has a checkpoint, and no
+        empty ``metrics.jsonl`` is left behind by a run that stops before its first one.
+        """
         if not self.enabled:
             return
-        temporary = self.metrics.with_name(".metrics.jsonl.tmp")
-        temporary.write_text("".join(json.dumps(_clean(r), sort_keys=True) + "\n" for r in history))
-        os.replace(temporary, self.metrics)
+        records = list(history)
+        with writing(self.metrics, "the metrics history"):
+            if not records:
+                self.metrics.unlink(missing_ok=True)
+                return
+            temporary = self.metrics.with_name(".metrics.jsonl.tmp")
+            temporary.write_text("".join(json.dumps(_clean(r), sort_keys=True) + "\n" for r in records))
+            os.replace(temporary, self.metrics)
 
     def append_record(self, record: Mapping[str, Any]) -> None:
-        """Append one epoch's record to ``metrics.jsonl`` and to TensorBoard (step = epoch)."""
+        """Append one epoch's record to ``metrics.jsonl`` and to TensorBoard (step = epoch).
+
+        The line goes out in one ``os.write``; if that fails or is short (a full disk) the file is
+        cut back to its previous length, so no torn record stays, and :class:`RunWriteError` is raised.
+        """
         if not self.enabled:
             return
-        with self.metrics.open("a") as handle:
-            handle.write(json.dumps(_clean(record), sort_keys=True) + "\n")
-            handle.flush()
+        _append_line(self.metrics, (json.dumps(_clean(record), sort_keys=True) + "\n").encode())
         if self._writer is not None:
-            for key, value in record.items():
-                if key not in ("epoch", "step") and isinstance(value, (int, float)):
-                    self._writer.add_scalar(key, value, global_step=int(record["epoch"]))
-            self._writer.flush()
+            with writing(self.tensorboard, "TensorBoard events"):
+                for key, value in record.items():
+                    if key not in ("epoch", "step") and isinstance(value, (int, float)):
+                        self._writer.add_scalar(key, value, global_step=int(record["epoch"]))
+                self._writer.flush()
 
     def close(self) -> None:
         """Flush and close the TensorBoard writer and detach the log file."""

@@ -8,8 +8,10 @@ import os
 import sys
 from typing import Any
 
-#: Exit codes: 0 done, 1 training diverged (non-finite loss), 2 bad config or input.
-EXIT_DIVERGED, EXIT_USAGE = 1, 2
+#: Exit codes (the table of every command: docs/run-folder.md): 0 done, 1 training diverged (non-finite
+#: loss or weights), 2 bad config, input or run folder, 3 a file of the run folder could not be written
+#: (full disk, permissions), 4 the run folder is in use by another process.
+EXIT_DIVERGED, EXIT_USAGE, EXIT_WRITE_FAILED, EXIT_BUSY = 1, 2, 3, 4
 
 
 def register(subparsers: Any) -> None:
@@ -44,10 +46,11 @@ def fail(command: str, message: object, code: int = EXIT_USAGE) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``train``; returns 0, 1 (non-finite loss) or 2 (bad config, missing file)."""
+    """Run ``train``; returns 0, 1 (diverged), 2 (bad config, input or folder), 3 (write failed) or 4 (busy)."""
     from modbalance.train import NonFiniteLossError, load_config
     from modbalance.train import run as train_run
     from modbalance.train.checkpoint import CheckpointError
+    from modbalance.runfolder import RunFolderBusyError, RunWriteError
 
     if args.config is None and args.resume is None:
         return fail("train", "give --config FILE (or --resume RUN_DIR)")
@@ -59,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
         folder = train_run(config, resume=args.resume)
     except NonFiniteLossError as error:
         return fail("train", error, EXIT_DIVERGED)
+    except RunWriteError as error:
+        return fail("train", f"{error}; the checkpoints already written are intact", EXIT_WRITE_FAILED)
+    except RunFolderBusyError as error:
+        return fail("train", error, EXIT_BUSY)
     except (ValueError, FileNotFoundError, FileExistsError, CheckpointError) as error:
         return fail("train", error)
     if os.environ.get("RANK", "0") == "0":

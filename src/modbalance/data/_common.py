@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from modbalance.data.base import ON_ERROR, SkippedSample, check_choice
 from modbalance.data.sampling import FRAME_SAMPLING
@@ -53,6 +53,37 @@ def flow_transform(train: bool, image_size: int, crop: str, flow_channels: int) 
     return FlowTransform(size=image_size, train=train, per_frame=crop == "per_frame", channels=flow_channels)
 
 
+def check_name(name: str, source: PathLike, number: int) -> None:
+    """Refuse a split-list name that could point outside the data root (names are joined to it).
+
+    Absolute names, names with a ``..`` component, a drive, a NUL or a backslash are refused, naming
+    the list file and row; the loaders then only read ``<root>/<folder>/<name>...``.
+
+    Raises:
+        ValueError: such a name.
+
+    Example:
+        >>> check_name("1001_DFA_ANG_XX", "train.csv", 1)
+        >>> check_name("../../outside/evil", "train.csv", 3)
+        Traceback (most recent call last):
+        ...
+        ValueError: train.csv: row 3: name '../../outside/evil' would point outside the data root ...
+    """
+    posix = PurePosixPath(name)
+    if (
+        not name
+        or "\0" in name
+        or "\\" in name
+        or posix.is_absolute()
+        or PureWindowsPath(name).drive
+        or ".." in posix.parts
+    ):
+        raise ValueError(
+            f"{source}: row {number}: name {name!r} would point outside the data root (a name must be relative, "
+            "without '..', a drive, '\\' or NUL)"
+        )
+
+
 def map_labels(
     rows: Iterable[tuple[str, str]],
     classes: Sequence[str],
@@ -72,6 +103,7 @@ def map_labels(
     kept: list[tuple[str, int]] = []
     skipped: list[SkippedSample] = []
     for number, (name, label) in enumerate(rows, start=1):
+        check_name(name, source, number)
         if label in index:
             kept.append((name, index[label]))
             continue
@@ -92,6 +124,7 @@ def index_labels(
     kept: list[tuple[str, int]] = []
     skipped: list[SkippedSample] = []
     for number, (name, label) in enumerate(rows, start=1):
+        check_name(name, source, number)
         try:
             value = int(label)
         except ValueError:

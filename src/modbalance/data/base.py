@@ -255,17 +255,24 @@ class ClipDataset(Dataset[tuple[dict[str, Tensor], int]]):
             if self.on_error == "raise":
                 raise
             self._record_failure(index, error)
-        for step in range(1, min(MAX_SUBSTITUTES, len(self.records) - 1) + 1):
+        tried = 0
+        for step in range(1, len(self.records)):
+            if tried == MAX_SUBSTITUTES:
+                break
             other = (index + step) % len(self.records)
-            if int(self._codes[other]) != 0 or (self._substitutes is not None and not self._substitutes[other]):
+            if self._substitutes is not None and not self._substitutes[other]:
+                continue  # another part of the list (held-out validation): neither a stand-in nor counted
+            tried += 1
+            if int(self._codes[other]) != 0:
                 continue
             try:
                 return self.load(other)
             except (DataFileError, FileNotFoundError) as error:
                 self._record_failure(other, error)
+        part = " of its part of the list" if self._substitutes is not None else ""
         raise DataFileError(
             self.records[index].name,
-            f"sample {index} and the {MAX_SUBSTITUTES} samples after it could not be read",
+            f"sample {index} and the {tried} samples{part} after it could not be read",
         )
 
     def _record_failure(self, index: int, error: BaseException) -> None:

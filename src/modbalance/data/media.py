@@ -74,6 +74,33 @@ def resample(wave: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
     return out.astype(np.float32)
 
 
+#: Bounds on what a media header may declare, checked before anything is allocated: a sample rate in
+#: [MIN_SAMPLE_RATE, MAX_SAMPLE_RATE] Hz, at most MAX_CHANNELS channels and MAX_AUDIO_SECONDS of audio,
+#: images and video frames of at most MAX_IMAGE_PIXELS pixels (8192 x 8192).
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 384_000
+MAX_CHANNELS = 64
+MAX_AUDIO_SECONDS = 3600
+MAX_IMAGE_PIXELS = 8192 * 8192
+
+
+def _check_audio_header(path: Path, rate: int, frames: int, channels: int) -> None:
+    """Refuse declared audio sizes outside the documented bounds (the message names the file and the value)."""
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise DataFileError(
+            path,
+            f"declared sample rate {rate} Hz is outside [{MIN_SAMPLE_RATE}, {MAX_SAMPLE_RATE}] Hz",
+            reason="bad_shape",
+        )
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise DataFileError(path, f"declares {channels} channels, expected 1 to {MAX_CHANNELS}", reason="bad_shape")
+    if frames > MAX_AUDIO_SECONDS * rate:
+        raise DataFileError(
+            path,
+            f"declares {frames} frames ({frames / rate:.0f} s at {rate} Hz), over the {MAX_AUDIO_SECONDS}-s bound",
+            reason="bad_shape",
+        )
+
+
 def read_wav(path: PathLike, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
     """Read an audio file with soundfile, mixed down to mono by the channel mean.
 
@@ -86,7 +113,9 @@ def read_wav(path: PathLike, sample_rate: int | None = None) -> tuple[np.ndarray
 
     Raises:
         MissingFileError: the file does not exist.
-        DataFileError: it cannot be decoded, or holds no samples or non-finite values.
+        DataFileError: it cannot be decoded, holds no samples or non-finite values, or its header
+            declares a sample rate, channel count or length outside the bounds above (checked
+            before reading, so a forged header cannot make it allocate gigabytes).
 
     Example:
         >>> import numpy as np, tempfile, os
@@ -100,7 +129,11 @@ def read_wav(path: PathLike, sample_rate: int | None = None) -> tuple[np.ndarray
     np = require("numpy")
     sf = require("soundfile", "reading WAV files")
     try:
+        info = sf.info(str(path))
+        _check_audio_header(path, int(info.samplerate), int(info.frames), int(info.channels))
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except DataFileError:
+        raise
     except Exception as error:  # libsndfile raises its own types (LibsndfileError, RuntimeError, ...)
         raise DataFileError(path, f"cannot decode audio ({type(error).__name__}: {error})") from error
     if data.size == 0:
@@ -111,6 +144,57 @@ def read_wav(path: PathLike, sample_rate: int | None = None) -> tuple[np.ndarray
     if sample_rate is not None and sample_rate != rate:
         wave, rate = resample(wave, int(rate), int(sample_rate)), int(sample_rate)
     return wave, int(rate)
+
+
+def declared_seconds(path: PathLike, kind: str = "audio") -> float | None:
+    """The duration a media file's header declares, or ``None`` when it declares none.
+
+    For WAV files the RIFF ``data`` chunk's size (what was written, even if the file was cut short
+    later); for other containers PyAV's stream duration of ``kind`` (``"audio"`` or ``"video"``),
+    else the container's. Used to tell a truncated file from a short one.
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "a.wav")
+        >>> write_wav(path, np.zeros(32000, dtype=np.float32), 16000)
+        >>> _ = open(path, "r+b").truncate(44 + 1000)  # cut after 500 of the 32000 samples
+        >>> declared_seconds(path)
+        2.0
+    """
+    path = _existing(path)
+    if path.suffix.lower() == ".wav":
+        return _wav_declared_seconds(path)
+    av = require("av", "decoding video")
+    try:
+        with av.open(str(path)) as container:
+            streams = container.streams.audio if kind == "audio" else container.streams.video
+            if streams and streams[0].duration and streams[0].time_base:
+                return float(streams[0].duration * streams[0].time_base)
+            if kind == "video" and container.duration:
+                return float(container.duration) / 1_000_000
+    except _av_errors():
+        return None
+    return None
+
+
+def _wav_declared_seconds(path: Path) -> float | None:
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    rate = align = 0
+    offset = 12
+    while offset + 8 <= len(head):
+        chunk, size = head[offset : offset + 4], int.from_bytes(head[offset + 4 : offset + 8], "little")
+        if chunk == b"fmt " and offset + 20 <= len(head):
+            rate = int.from_bytes(head[offset + 12 : offset + 16], "little")
+            align = int.from_bytes(head[offset + 20 : offset + 22], "little")
+        elif chunk == b"data":
+            if not rate or not align or size in (0, 0xFFFFFFFF):  # unknown length (a streamed WAV)
+                return None
+            return size / align / rate
+        offset += 8 + size + (size & 1)
+    return None
 
 
 def write_wav(path: PathLike, wave: np.ndarray, sample_rate: int) -> None:
@@ -232,6 +316,11 @@ def sample_video_frames(
             if not container.streams.video:
                 raise DataFileError(path, "no video stream", reason="empty")
             stream = container.streams.video[0]
+            width, height = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
+            if width * height > MAX_IMAGE_PIXELS:
+                raise DataFileError(
+                    path, f"declares {width} x {height} frames, over {MAX_IMAGE_PIXELS} pixels", reason="bad_shape"
+                )
             stream.thread_type = "AUTO"
             rate = float(stream.average_rate or stream.guessed_rate or 25)
             start: float | None = None
@@ -347,8 +436,15 @@ def decode_image(data: bytes, name: PathLike, mode: str = "RGB") -> Image.Image:
         raise DataFileError(name, "image file is empty", reason="empty")
     try:
         with pil.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise DataFileError(
+                    name, f"declares {width} x {height} pixels, over {MAX_IMAGE_PIXELS}", reason="bad_shape"
+                )
             image.load()
             return image.convert(mode)
+    except DataFileError:
+        raise
     except (OSError, ValueError, SyntaxError, pil.DecompressionBombError, EOFError) as error:
         message = str(error).split("\n")[0][:120]
         raise DataFileError(name, f"cannot decode image ({type(error).__name__}: {message})") from error

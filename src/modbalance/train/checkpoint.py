@@ -166,21 +166,20 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def _looks_complete(path: Path) -> bool:
-    """Cheap structural check (magic, version, length) used before keeping a file as the fallback."""
+def _is_intact(path: Path) -> bool:
+    """Full check (magic, version, length and SHA-256) used before keeping a file as the fallback."""
     try:
-        size = path.stat().st_size
-        with path.open("rb") as f:
-            magic, version, length, _ = _HEADER.unpack(f.read(HEADER_SIZE))
-    except (OSError, struct.error):
+        _read_verified(path)
+    except (CheckpointError, OSError) as error:
+        logger.warning("%s", error)
         return False
-    return magic == MAGIC and version == FORMAT_VERSION and size == HEADER_SIZE + length
+    return True
 
 
 def _keep_as_previous(path: Path) -> None:
     """Make ``previous_path(path)`` a copy of ``path`` without removing ``path`` (hard link, else rename)."""
     previous = previous_path(path)
-    if not _looks_complete(path):
+    if not _is_intact(path):  # a bit flip keeps magic, version and length: only the checksum tells
         logger.warning("not keeping damaged checkpoint %s as %s; the existing fallback stays", path, previous.name)
         return
     link = path.with_name(f".{previous.name}.link.tmp")
@@ -207,8 +206,8 @@ def save_checkpoint(path: Path | str, state: Mapping[str, Any], *, keep_previous
         path: final file name; its directory is created if needed.
         state: mapping of plain containers, numbers, strings and tensors (what
             ``torch.load(weights_only=True)`` accepts; checked before writing).
-        keep_previous: keep the file being replaced as ``<stem>.prev<suffix>`` (only if it is
-            structurally complete, so a damaged newest file never overwrites a good fallback).
+        keep_previous: keep the file being replaced as ``<stem>.prev<suffix>`` (only if it passes
+            the full check, checksum included, so a damaged newest file never overwrites a good fallback).
 
     Raises:
         TypeError: ``state`` is not a mapping, or holds an object that cannot be loaded with

@@ -187,6 +187,7 @@ class TrainConfig:
     checkpoint_every_steps: int = 0  # 0: checkpoints at the end of each epoch only
     deterministic: bool = False
     num_workers: int = 0
+    max_elements: int = 1_000_000_000  # most elements in an encoder's parameters or one activation (0: no limit)
     max_steps: int | None = None  # stop early (smoke tests)
     select_on: str = "val"
     select_metric: str = "accuracy"
@@ -272,20 +273,59 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     try:
         if path is not None:
             source = resolve_config_path(path)
-            layer = OmegaConf.load(source)
-            if not isinstance(layer, omegaconf.DictConfig):
-                raise ConfigError(f"{source}: a config file must hold a mapping of sections, got a list")
+            layer = _load_yaml(source)
+            _check_sections(layer, str(source))
             layers.append(layer)
         for item in overrides:
             if "=" not in item or item.startswith("="):
                 raise ConfigError(f"override {item!r} must look like key=value (e.g. method.alpha=0.8)")
-        layers.append(OmegaConf.from_dotlist(list(overrides)))
+        dotlist = OmegaConf.from_dotlist(list(overrides))
+        _check_sections(dotlist, "override")
+        layers.append(dotlist)
         merged = OmegaConf.merge(*layers)
         config = OmegaConf.to_object(merged)
     except errors.OmegaConfBaseException as error:
         raise _config_error(error) from None
     validate_config(config)
     return config
+
+
+def _load_yaml(source: Path) -> Any:
+    """``OmegaConf.load(source)``; a file that is not valid YAML is a ConfigError naming the file and line."""
+    import yaml
+
+    omegaconf = _omegaconf()
+    try:
+        layer = omegaconf.OmegaConf.load(source)
+    except UnicodeDecodeError as error:
+        line = source.read_bytes()[: error.start].count(b"\n") + 1
+        raise ConfigError(f"{source}:{line}: not a text file (byte {error.start} is not UTF-8)") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else str(source)
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        hint = " (YAML indents with spaces, not tabs)" if "\t" in str(problem) or "tab" in str(problem) else ""
+        context, start = getattr(error, "context", None), getattr(error, "context_mark", None)
+        if context and start is not None and mark is not None and start.line != mark.line:
+            hint += f" ({context} at line {start.line + 1})"
+        raise ConfigError(f"{where}: not valid YAML: {problem}{hint}") from None
+    if not isinstance(layer, omegaconf.DictConfig):
+        raise ConfigError(f"{source}: a config file must hold a mapping of sections, got {type(layer).__name__}")
+    return layer
+
+
+def _check_sections(layer: Any, where: str) -> None:
+    """Refuse a plain value given for a whole section (``train=5``), naming the key and the section's keys."""
+    omegaconf = _omegaconf()
+    for key in list(layer.keys()):
+        section = _section_for(str(key), ExperimentConfig)
+        value = layer._get_node(key)
+        if section is not None and not isinstance(value, omegaconf.DictConfig):
+            allowed = ", ".join(sorted(f.name for f in fields(section)))
+            raise ConfigError(
+                f"{key}: a section, not a value ({where} gives {value._value()!r}); set its keys, "
+                f"e.g. {key}.<key>=..., one of: {allowed}"
+            )
 
 
 def _config_error(error: Any) -> ConfigError:

@@ -112,6 +112,21 @@ def finish_run(
     barrier(ctx)
 
 
+def _eval_device(device: str) -> torch.device:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` as a device; ValueError if CUDA is asked for and absent."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N ({error})") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available in this PyTorch build or machine; use --device cpu")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return resolved
+
+
 def evaluate_run(run_dir: str | Path, *, split: str = "test", device: str = "auto") -> dict[str, float]:
     """Rebuild a finished run from its folder and score its best checkpoint on ``split``.
 
@@ -125,6 +140,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", device: str = "aut
 
     Raises:
         FileNotFoundError: the folder has no ``config.yaml`` or no best checkpoint.
+        ValueError: an unknown device, or CUDA asked for where it is not available.
 
     Example:
         >>> import json, tempfile
@@ -150,7 +166,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", device: str = "aut
     config = load_config(files.config)
     torch.manual_seed(config.seed)
     bundle = build_data(config)
-    resolved = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    resolved = _eval_device(device)
     core = build_model(config, bundle).to(resolved)
     _load_best(core, files)
     single = DistributedContext(0, 1, 0, resolved, True, False)

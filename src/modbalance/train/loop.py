@@ -113,15 +113,17 @@ class NonFiniteWatch:
             raise non_finite_error(step, epoch, self.last_record)
 
 
-def non_finite_error(step: int, epoch: int, last_record: Mapping[str, Any] | None) -> NonFiniteLossError:
-    """The error for a non-finite loss at global ``step`` of ``epoch``."""
+def non_finite_error(
+    step: int, epoch: int, last_record: Mapping[str, Any] | None, *, subject: str = "loss"
+) -> NonFiniteLossError:
+    """The error for a non-finite ``subject`` (loss, weights) at global ``step`` of ``epoch``."""
     if last_record:
         shown = {k: round(v, 6) if isinstance(v, float) else v for k, v in last_record.items()}
         last = f"last finite metrics (epoch {last_record.get('epoch')}): {shown}"
     else:
         last = "no epoch had finished yet, so there are no finite metrics to show"
     return NonFiniteLossError(
-        f"non-finite loss at step {step} (epoch {epoch}); training stopped and the last checkpoint was kept. "
+        f"non-finite {subject} at step {step} (epoch {epoch}); training stopped. "
         f"{last}. Lower optim.lr, or check the data for NaN/inf."
     )
 

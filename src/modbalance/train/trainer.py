@@ -10,6 +10,7 @@ the best validation value so far and the metrics history.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
@@ -23,9 +24,10 @@ import torch
 import torch.distributed as dist
 
 from modbalance.metrics import EpochSums
-from modbalance.runfolder import RunFiles, write_json
+from modbalance.runfolder import RunFiles, RunLock, write_json, writing
 from modbalance.train.build import build_methods, build_model, build_optimizer
 from modbalance.train.checkpoint import (
+    CheckpointError,
     capture_rng_state,
     latest_valid_checkpoint,
     load_checkpoint,
@@ -33,7 +35,7 @@ from modbalance.train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from modbalance.train.config import ExperimentConfig, config_to_yaml, load_config
+from modbalance.train.config import ConfigError, ExperimentConfig, config_to_yaml, load_config
 from modbalance.train.data import (
     build_data,
     data_modalities,
@@ -53,7 +55,7 @@ from modbalance.train.distributed import (
     shutdown_distributed,
 )
 from modbalance.train.finish import finish_run
-from modbalance.train.loop import NonFiniteWatch, StepParts, evaluate, train_step
+from modbalance.train.loop import NonFiniteLossError, NonFiniteWatch, StepParts, evaluate, non_finite_error, train_step
 from modbalance.train.validate import check_modalities
 
 __all__ = ["run", "run_folder"]
@@ -96,12 +98,16 @@ def run(config: ExperimentConfig | str | Path | None = None, *, resume: str | Pa
         ['config.yaml', 'metrics.jsonl', 'summary.json']
 
     Raises:
-        ConfigError: an invalid config (before any training).
-        NonFiniteLossError: the loss became non-finite; the last checkpoint is left as it was.
+        ConfigError: an invalid config (before any training), or an encoder over ``train.max_elements``.
+        NonFiniteLossError: the loss or the weights became non-finite; the last checkpoint is left as it was.
         FileExistsError: the run folder already holds a run and ``resume`` was not given.
+        FileNotFoundError: ``resume`` is not a run folder.
+        RunFolderBusyError: another process is training in the run folder (docs/run-folder.md).
+        RunWriteError: a file of the run folder could not be written (e.g. a full disk).
+        CheckpointError: the checkpoint to resume from is damaged or belongs to another run.
     """
     if resume is not None:
-        saved = load_config(Path(resume) / "config.yaml")
+        saved = load_config(_run_config_path(Path(resume)))
         if config is not None and config_to_yaml(_as_config(config)) != config_to_yaml(saved):
             raise ValueError(f"--resume {resume}: the given config differs from the run's config.yaml")
         config = saved
@@ -115,7 +121,8 @@ def run(config: ExperimentConfig | str | Path | None = None, *, resume: str | Pa
     try:
         set_deterministic(config.train.deterministic)
         folder = Path(resume) if resume is not None else run_folder(config)
-        return _Trainer(config, ctx, folder, resume=resume is not None).fit()
+        with RunLock(folder) if ctx.is_main else contextlib.nullcontext():
+            return _Trainer(config, ctx, folder, resume=resume is not None).fit()
     finally:
         set_deterministic(deterministic)
         if owns_group:
@@ -124,6 +131,129 @@ def run(config: ExperimentConfig | str | Path | None = None, *, resume: str | Pa
             # threads can abort the process.
             gc.collect()
             shutdown_distributed(ctx)
+
+
+def _run_config_path(folder: Path) -> Path:
+    """``folder/config.yaml``, or FileNotFoundError saying that ``folder`` is not a run folder."""
+    path = folder / "config.yaml"
+    if not folder.is_dir():
+        what = "a file, not a folder" if folder.exists() else "no such folder"
+        raise FileNotFoundError(f"--resume {folder}: is not a run folder ({what})")
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"--resume {folder}: is not a run folder ({path.name} is missing; `modbalance train` writes it "
+            "when a run starts)"
+        )
+    return path
+
+
+def _holds_run(files: RunFiles) -> bool:
+    """A folder holds a run once it has a checkpoint (or a finished run's summary): docs/run-folder.md."""
+    last = files.last
+    return last.exists() or previous_path(last).exists() or files.summary.exists()
+
+
+def _check_model_size(config: ExperimentConfig, bundle: Any) -> None:
+    """Refuse encoders over ``train.max_elements`` before allocating them (docs/run-folder.md).
+
+    Each encoder is built on the ``meta`` device (shapes only, no memory) and run on a meta batch of
+    ``train.batch_size`` samples; its parameter count and its largest output tensor must each stay
+    within the limit. A build that fails here is left to the real build, which reports the error.
+    """
+    from modbalance.encoders.registry import build_encoder
+    from modbalance.train.build import _encoder_options
+    from modbalance.train.validate import method_modalities
+
+    limit = config.train.max_elements
+    if not limit:
+        return
+    sample = bundle.sample_inputs()
+    largest = [0]
+
+    def measure(module: torch.nn.Module, inputs: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor):
+            largest[0] = max(largest[0], output.numel())
+
+    for modality in method_modalities(config, bundle.modalities):
+        largest[0] = 0
+        try:
+            with torch.device("meta"):
+                encoder = build_encoder(
+                    config.model.encoders[modality].name, **_encoder_options(config, modality, bundle)
+                )
+                count = sum(p.numel() for p in encoder.parameters())
+                if count <= limit:
+                    hooks = [m.register_forward_hook(measure) for m in encoder.modules()]
+                    x = sample[modality]
+                    encoder(torch.empty((config.train.batch_size, *x.shape[1:]), dtype=x.dtype))
+                    for hook in hooks:
+                        hook.remove()
+        except Exception as error:  # the real build reports the real error
+            logger.debug("could not size encoder %s before building it (%s)", modality, error)
+            continue
+        key = f"model.encoders.{modality}"
+        if count > limit:
+            raise ConfigError(
+                f"{key}: the encoder has {count:,} parameters, over the limit train.max_elements={limit:,}; "
+                "check its options (e.g. hidden_dim) or raise the limit"
+            )
+        if largest[0] > limit:
+            raise ConfigError(
+                f"{key}: a batch of train.batch_size={config.train.batch_size} makes a {largest[0]:,}-element "
+                f"activation, over the limit train.max_elements={limit:,}; check its options (e.g. hidden_dim) "
+                "or raise the limit"
+            )
+
+
+#: Keys every resumable checkpoint (``format: modbalance-run/1``) holds.
+_RESUME_KEYS = (
+    "config",
+    "model",
+    "optimizer",
+    "scheduler",
+    "scaler",
+    "ogm",
+    "ranks",
+    "position",
+    "global_step",
+    "epoch_sums",
+    "best",
+    "history",
+    "elapsed",
+    "world_size",
+)
+#: Config keys that name where a run is written, not how it trains; they may differ on resume.
+_PLACE_KEYS = frozenset({"output_dir", "run_name"})
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(_flat(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def _check_same_run(path: Path, state: dict[str, Any], config: ExperimentConfig, config_file: Path) -> None:
+    """Refuse a checkpoint whose stored config differs from the run's (a checkpoint of another run)."""
+    import yaml
+
+    mine = _flat(yaml.safe_load(config_to_yaml(config)))
+    try:
+        theirs = _flat(yaml.safe_load(str(state["config"])))
+    except yaml.YAMLError as error:
+        raise CheckpointError(path, f"its stored config is not readable YAML ({error})") from error
+    differ = sorted(k for k in set(mine) | set(theirs) if k not in _PLACE_KEYS and mine.get(k) != theirs.get(k))
+    if differ:
+        shown = "; ".join(
+            f"{k}: {theirs.get(k)!r} in the checkpoint, {mine.get(k)!r} in {config_file.name}" for k in differ[:8]
+        )
+        more = f"; and {len(differ) - 8} more" if len(differ) > 8 else ""
+        raise CheckpointError(
+            path,
+            f"it belongs to another run: its config differs from {config_file} in {', '.join(differ)} ({shown}{more})",
+        )
 
 
 def _as_config(config: ExperimentConfig | str | Path) -> ExperimentConfig:
@@ -146,12 +276,13 @@ class _Trainer:
     def __init__(self, config: ExperimentConfig, ctx: DistributedContext, folder: Path, *, resume: bool) -> None:
         self.config, self.ctx = config, ctx
         self.files = RunFiles(folder, enabled=ctx.is_main)
-        if not resume and self.files.metrics.exists():  # every rank sees the same folder
+        if not resume and _holds_run(self.files):  # every rank sees the same folder
             raise FileExistsError(f"{folder} already holds a run; resume it with --resume {folder} or set run_name")
         _seed_everything(config.seed)
         self.bundle = build_data(config)
         if self.bundle.batched and config.train.num_workers > 0:
             logger.warning("train.num_workers=%d is not used: the lab's data is in memory", config.train.num_workers)
+        _check_model_size(config, self.bundle)
         self.core = build_model(config, self.bundle).to(ctx.device)
         self.methods = build_methods(config, self.core, ctx.device)
         model: torch.nn.Module = self.core
@@ -212,7 +343,8 @@ class _Trainer:
     def _save_last(self) -> None:
         state = self._state()  # collective: every rank takes part
         if self.ctx.is_main:
-            save_checkpoint(self.files.last, state, keep_previous=True)
+            with writing(self.files.last, "the resumable checkpoint"):
+                save_checkpoint(self.files.last, state, keep_previous=True)
         barrier(self.ctx)
 
     def _load_last(self) -> None:
@@ -220,17 +352,25 @@ class _Trainer:
         if previous_path(self.files.last).exists():  # last.pt, or last.prev.pt if last.pt is damaged
             path = latest_valid_checkpoint(self.files.checkpoints)
         if path is None or not path.exists():
-            raise FileNotFoundError(
-                f"{self.files.root} has no checkpoint to resume from ({self.files.last} is missing)"
-            )
-        state = load_checkpoint(path, map_location="cpu")
+            if self.files.summary.exists():
+                raise FileNotFoundError(
+                    f"{self.files.root} has no checkpoint to resume from ({self.files.last} is missing)"
+                )
+            # Stopped before its first checkpoint (docs/run-folder.md): start from the beginning.
+            logger.warning("%s has no checkpoint yet: the run starts from the beginning", self.files.root)
+            return
+        state = load_checkpoint(path, map_location="cpu", required=_RESUME_KEYS)
+        _check_same_run(path, state, self.config, self.files.config)
         if state["world_size"] != self.ctx.world_size:
             raise ValueError(
                 f"{self.files.last} was written by {state['world_size']} process(es); resume it with the same number "
                 f"(got {self.ctx.world_size}) to continue exactly"
             )
-        self.core.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.core.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as error:
+            raise CheckpointError(path, f"does not fit this run's model or optimizer: {error}") from error
         for target, key in ((self.scheduler, "scheduler"), (self.parts.scaler, "scaler"), (self.methods.ogm, "ogm")):
             if target is not None:
                 target.load_state_dict(state[key])
@@ -251,8 +391,9 @@ class _Trainer:
         self._started = time.perf_counter()
         train = self.config.train
         if self.ctx.is_main:
-            self.files.open(purge_epoch=self.epoch or None)  # resuming: drop TensorBoard events of unfinished epochs
-            self.files.config.write_text(config_to_yaml(self.config))
+            self.files.open(purge_epoch=self.epoch)  # drop TensorBoard events of epochs not in the checkpoint
+            with writing(self.files.config, "the resolved config"):
+                self.files.config.write_text(config_to_yaml(self.config))
             self.files.rewrite_metrics(self.history)
         logger.info(
             "run %s: %s on %s, %d process(es)",
@@ -277,9 +418,24 @@ class _Trainer:
                 wall_time_s=self.elapsed + time.perf_counter() - self._started,
             )
             self._report_final_skips()
+        except NonFiniteLossError as error:
+            raise NonFiniteLossError(f"{error} {self._checkpoint_note()}") from None
         finally:
             self.files.close()
         return self.files.root
+
+    def _checkpoint_note(self) -> str:
+        """What a stopped run leaves to resume from, for the divergence message."""
+        if self.files.last.exists() or previous_path(self.files.last).exists():
+            return f"The last checkpoint ({self.files.last}) was kept as it was."
+        return "There is no checkpoint: the run stopped before its first one."
+
+    def _check_weights(self) -> None:
+        """Raise NonFiniteLossError if a weight is not finite (one host sync, once per epoch)."""
+        tensors = [t for t in (*self.core.parameters(), *self.core.buffers()) if t.is_floating_point()]
+        if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
+            last = self.history[-1] if self.history else None
+            raise non_finite_error(self.global_step, self.epoch, last, subject="weights")
 
     def _progress(self) -> Any:
         from tqdm.auto import tqdm
@@ -351,6 +507,7 @@ class _Trainer:
     def _end_epoch(self) -> None:
         """Epoch record (train sums reduced over ranks, validation), best checkpoint, scheduler, last checkpoint."""
         train_record = self.sums.compute(lambda sums: reduce_sums(sums, self.ctx))
+        self._check_weights()  # NaN weights are a divergence, not bad validation data
         val_record = evaluate(
             self.core,
             self.bundle,
@@ -377,16 +534,17 @@ class _Trainer:
         if value == value and (self.best["value"] is None or value > self.best["value"]):
             self.best = {"epoch": self.epoch, "value": value}
             if self.ctx.is_main:
-                save_checkpoint(
-                    self.files.best,
-                    {
-                        "model": self.core.state_dict(),
-                        "epoch": self.epoch,
-                        "config": config_to_yaml(self.config),
-                        "select_metric": self.config.train.select_metric,
-                        "value": value,
-                    },
-                )
+                with writing(self.files.best, "the best checkpoint"):
+                    save_checkpoint(
+                        self.files.best,
+                        {
+                            "model": self.core.state_dict(),
+                            "epoch": self.epoch,
+                            "config": config_to_yaml(self.config),
+                            "select_metric": self.config.train.select_metric,
+                            "value": value,
+                        },
+                    )
         if self.scheduler is not None:
             self.scheduler.step()
         self.epoch, self.start_batch = self.epoch + 1, 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from modbalance.imbalance import COEFFICIENTS, RATIO_RULES
 from modbalance.ogm import SPACES
@@ -94,7 +94,7 @@ def _check_train(config: ExperimentConfig) -> None:
     train = config.train
     for key in ("epochs", "batch_size", "eval_batch_size", "grad_accum_steps", "probe_steps", "log_every_steps"):
         _at_least(f"train.{key}", getattr(train, key), 1)
-    for key in ("checkpoint_every_steps", "num_workers"):
+    for key in ("checkpoint_every_steps", "num_workers", "max_elements"):
         _at_least(f"train.{key}", getattr(train, key), 0)
     if train.max_steps is not None:
         _at_least("train.max_steps", train.max_steps, 1)
@@ -144,8 +144,37 @@ def _check_data_and_model(config: ExperimentConfig) -> None:
         _allowed(f"model.encoders.{modality}.name", encoder.name, ENCODERS.names())
         _allowed(f"model.encoders.{modality}.pretrained_conv1", encoder.pretrained_conv1, ("auto", "adapt", "reinit"))
     _at_least("seed", config.seed, 0)
-    if config.run_name is not None and (not config.run_name or "/" in config.run_name):
-        raise ConfigError(f"run_name={config.run_name!r} must be a non-empty folder name without '/'")
+    if config.run_name is not None and (
+        config.run_name in ("", ".", "..") or any(c in config.run_name for c in "/\\\0")
+    ):
+        raise ConfigError(
+            f"run_name={config.run_name!r} must be a folder name inside output_dir: not empty, '.' or '..', "
+            "and without '/', '\\' or NUL"
+        )
+
+
+#: Integers in a config must fit in 64 bits (torch and NumPy seeds, sizes, counts).
+INT_LIMIT = 2**63 - 1
+
+
+def _check_integers(tree: object, key: str) -> None:
+    """Refuse an integer (also inside ``options`` mappings) that does not fit in 64 bits, naming its key."""
+    if isinstance(tree, bool):
+        return
+    if isinstance(tree, int):
+        if abs(tree) > INT_LIMIT:
+            raise ConfigError(f"{key}={tree} is out of range: integers must be within +-(2**63 - 1)")
+        return
+    items: Any = ()
+    if isinstance(tree, dict):
+        items = tree.items()
+    elif hasattr(tree, "__dataclass_fields__"):
+        items = vars(tree).items()
+    for name, value in items:
+        _check_integers(value, f"{key}.{name}" if key else str(name))
+    if isinstance(tree, (list, tuple)):
+        for index, value in enumerate(tree):
+            _check_integers(value, f"{key}[{index}]")
 
 
 def interaction_options(kind: str) -> list[str]:
@@ -198,6 +227,7 @@ def _check_interaction(config: ExperimentConfig) -> None:
 
 def validate_sections(config: ExperimentConfig) -> None:
     """Every check that needs only the config itself."""
+    _check_integers(config, "")
     _check_method(config)
     _check_optim(config)
     _check_train(config)
