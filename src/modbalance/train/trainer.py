@@ -112,17 +112,22 @@ def run(config: ExperimentConfig | str | Path | None = None, *, resume: str | Pa
     owns_group = not (dist.is_available() and dist.is_initialized())
     ctx = init_distributed(config.train.device)
     deterministic = torch.are_deterministic_algorithms_enabled()
+    threads = torch.get_num_threads()
     try:
         set_deterministic(config.train.deterministic)
+        if config.train.threads > 0:
+            torch.set_num_threads(config.train.threads)
         folder = Path(resume) if resume is not None else run_folder(config)
         return _Trainer(config, ctx, folder, resume=resume is not None).fit()
     finally:
         set_deterministic(deterministic)
-        if owns_group:
+        torch.set_num_threads(threads)
+        if owns_group and ctx.distributed:
             # The trainer (its DDP wrapper holds the process group) sits in reference cycles; free it
             # now, so the group is not destroyed a second time at interpreter exit, where gloo's
-            # threads can abort the process.
+            # threads can abort the process. One process has no group: nothing to collect for.
             gc.collect()
+        if owns_group:
             shutdown_distributed(ctx)
 
 
