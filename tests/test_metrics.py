@@ -79,3 +79,24 @@ def test_epoch_sums_reduce_hook_and_state_round_trip():
     assert restored.compute() == sums.compute()
     with pytest.raises(ValueError, match="missing keys"):
         restored.load_state_dict({"loss": torch.zeros(())})
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_macro_f1_and_map_equal_torchmetrics(seed):
+    # Oracle: torchmetrics' functional API, which classification_metrics followed until it was
+    # re-implemented (importing torchmetrics cost seconds per process). Integer logits make ties.
+    from torchmetrics.functional import classification as tm
+
+    g = torch.Generator().manual_seed(seed)
+    n, c = 300, 7
+    logits = torch.randint(-3, 4, (n, c), generator=g).float()
+    logits[:, -1] = -10.0  # class 6 is never predicted ...
+    target = torch.randint(0, c - 1, (n,), generator=g)  # ... nor a target: out of the macro mean
+    m = classification_metrics(logits, target, num_classes=c)
+    preds = logits.argmax(1)
+    # torchmetrics' macro average counts every class; ours (documented) only those seen: compare per class
+    f1 = tm.multiclass_f1_score(preds, target, num_classes=c, average="none")
+    seen = (torch.bincount(target, minlength=c) + torch.bincount(preds, minlength=c)) > 0
+    assert m["macro_f1"] == pytest.approx(f1[seen].mean().item(), abs=1e-6)
+    ap = tm.multiclass_average_precision(logits.softmax(1), target, num_classes=c, average=None)
+    assert m["map"] == pytest.approx(ap[:-1].mean().item(), abs=1e-6)

@@ -200,6 +200,7 @@ AV_DEMO_OVERRIDES: tuple[str, ...] = (
     "train.num_workers=0",
     "train.probe=true",
     "train.progress=false",
+    "train.threads=0",  # keep the thread count that `demo --threads` set (up to 4 for the ResNets)
 )
 
 

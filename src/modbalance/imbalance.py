@@ -10,6 +10,7 @@ the host, except the input checks of the public functions, which cost one synchr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Literal
 
@@ -67,19 +68,25 @@ def _score_vector(unimodal_logits: Mapping[str, Tensor], target: Tensor) -> tupl
         if all(v.shape == first.shape and v.device == first.device for v in values):
             # Common case: one stacked (M, B, C) softmax and gather for all modalities.
             num_classes = first.shape[1]
-            bad_target = ((target < 0) | (target >= num_classes)).any()
-            index = target.clamp(0, num_classes - 1).to(first.device).view(1, -1, 1).expand(len(values), -1, 1)
-            probs = torch.softmax(torch.stack([v.detach().float() for v in values]), dim=2)
-            return probs.gather(2, index).sum(dim=(1, 2)), bad_target
+            if target.device != first.device:
+                target = target.to(first.device)
+            index = target.clamp(0, num_classes - 1)
+            bad_target = (index != target).any()
+            stacked = torch.stack(values)
+            if stacked.dtype != torch.float32:
+                stacked = stacked.float()
+            probs = torch.softmax(stacked, dim=2)
+            return probs.gather(2, index.view(1, -1, 1).expand(len(values), -1, 1)).sum(dim=(1, 2)), bad_target
         rows = []
         bad_target = torch.zeros((), dtype=torch.bool, device=target.device)
         for logits in values:
             num_classes = logits.shape[1]
-            bad_target = bad_target | ((target < 0) | (target >= num_classes)).any()
-            index = target.clamp(0, num_classes - 1).unsqueeze(1).to(logits.device)
+            index = target.clamp(0, num_classes - 1)
+            bad_target = bad_target | (index != target).any()
             probs = torch.softmax(logits.detach().float(), dim=1)
-            rows.append(probs.gather(1, index).sum())
-        return torch.stack(rows), bad_target
+            rows.append(probs.gather(1, index.unsqueeze(1).to(logits.device)).sum())
+        scores = torch.stack(rows)
+        return scores, bad_target.to(scores.device)
 
 
 def _raise_on_flags(names: list[str], bad_target: bool, finite: list[bool], what: str) -> None:
@@ -120,8 +127,8 @@ def unimodal_scores(unimodal_logits: Mapping[str, Tensor], target: Tensor) -> di
     _check_logits(unimodal_logits, target)
     names = list(unimodal_logits)
     vector, bad_target = _score_vector(unimodal_logits, target)
-    flags = torch.cat([bad_target.reshape(1).float(), torch.isfinite(vector).float()]).tolist()
-    _raise_on_flags(names, bool(flags[0]), [bool(f) for f in flags[1:]], "uni-modal logits")
+    host = torch.cat([vector, bad_target.reshape(1)]).tolist()  # the one synchronisation
+    _raise_on_flags(names, bool(host[-1]), [math.isfinite(s) for s in host[:-1]], "uni-modal logits")
     return dict(zip(names, vector.unbind(0), strict=True))
 
 

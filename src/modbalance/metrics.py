@@ -2,8 +2,9 @@
 
 Two kinds of helpers:
 
-* :func:`classification_metrics` scores a whole split at once from its ``(N, C)`` logits,
-  with the functional API of torchmetrics (the ``train`` extra);
+* :func:`classification_metrics` scores a whole split at once from its ``(N, C)`` logits, with
+  the definitions of torchmetrics' functional API, computed here in a few vectorised torch ops
+  (importing torchmetrics cost seconds per process);
 * :class:`EpochSums` accumulates per-step training statistics as **sums on the device**
   (loss, correct counts per head, each modality's true-class confidence, OGM's ``k`` and OPM's
   ``q``), so that the loop never synchronises with the host; :meth:`EpochSums.compute` reads
@@ -26,12 +27,31 @@ from modbalance.imbalance import discrepancy_ratios
 __all__ = ["EpochSums", "classification_metrics", "true_class_confidence"]
 
 
-def _torchmetrics_functional():  # type: ignore[no-untyped-def]
-    try:
-        from torchmetrics.functional import classification
-    except ImportError as error:  # pragma: no cover - exercised only without the extra
-        raise ImportError('metrics need torchmetrics: pip install "modbalance[train]"') from error
-    return classification
+def _macro_f1(preds: Tensor, target: Tensor, num_classes: int) -> Tensor:
+    """Mean per-class F1 ``2TP / (2TP + FP + FN)`` over the classes that occur in target or preds."""
+    tp = torch.bincount(target[preds == target], minlength=num_classes).double()
+    predicted = torch.bincount(preds, minlength=num_classes).double()
+    actual = torch.bincount(target, minlength=num_classes).double()
+    denominator = predicted + actual  # 2TP + FP + FN
+    present = denominator > 0
+    return (2 * tp[present] / denominator[present]).mean()
+
+
+def _average_precision(scores: Tensor, target: Tensor) -> Tensor:
+    """One-vs-rest AP per class, ``(C,)``: ``sum_k (R_k - R_{k-1}) P_k`` over the distinct thresholds.
+
+    Tied scores form one threshold (as in torchmetrics' ``precision_recall_curve``); a class with
+    no positive gets NaN.
+    """
+    n, num_classes = scores.shape
+    ordered, order = scores.sort(dim=0, descending=True, stable=True)
+    positive = (target[order] == torch.arange(num_classes, device=scores.device)).double()  # (N, C)
+    precision = positive.cumsum(0) / torch.arange(1, n + 1, device=scores.device, dtype=torch.float64).unsqueeze(1)
+    last = torch.ones_like(ordered, dtype=torch.bool)
+    last[:-1] = ordered[:-1] != ordered[1:]  # the end of each group of tied scores
+    end = torch.where(last, torch.arange(n, device=scores.device).unsqueeze(1), n)
+    end = end.flip(0).cummin(0).values.flip(0)  # each row's group end
+    return (positive * precision.gather(0, end)).sum(0) / positive.sum(0)
 
 
 def classification_metrics(logits: Tensor, target: Tensor, num_classes: int) -> dict[str, float]:
@@ -62,14 +82,11 @@ def classification_metrics(logits: Tensor, target: Tensor, num_classes: int) -> 
         )
     if logits.shape[0] == 0:
         return {"accuracy": float("nan"), "macro_f1": float("nan"), "map": float("nan")}
-    functional = _torchmetrics_functional()
     logits, target = logits.float(), target.long()
     preds = logits.argmax(dim=1)
     accuracy = (preds == target).double().mean()
-    f1 = functional.multiclass_f1_score(preds, target, num_classes=num_classes, average="macro")
-    per_class = functional.multiclass_average_precision(
-        logits.softmax(dim=1), target, num_classes=num_classes, average=None
-    )
+    f1 = _macro_f1(preds, target, num_classes)
+    per_class = _average_precision(logits.softmax(dim=1), target)
     present = torch.bincount(target, minlength=num_classes) > 0
     mean_ap = per_class[present].mean()
     values = [float(accuracy), float(f1), float(mean_ap)]

@@ -13,8 +13,11 @@ all-reduced and the noise generator is seeded identically on every rank.
 from __future__ import annotations
 
 import math
+import os
+import threading
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -42,6 +45,11 @@ SPACES: tuple[str, ...] = ("gradient", "update")
 #: ``None`` (every parameter), ``"conv"`` (only 4-D kernels, the official choice) or a predicate.
 ParamFilter = str | Callable[[nn.Parameter], bool] | None
 
+#: Independent GE noise streams on CPU (fixed: the noise never depends on the thread count).
+NOISE_STREAMS = 4
+#: Above this ``mean^2 / var`` the GE sigma is recomputed with ``torch.std`` (cancellation guard).
+_ILL_CONDITIONED = 100.0
+
 #: Optimizers whose per-parameter normalisation largely cancels a gradient scale.
 _ADAPTIVE = (
     torch.optim.Adam,
@@ -63,6 +71,84 @@ def _select(param_filter: ParamFilter) -> Callable[[nn.Parameter], bool]:
     if callable(param_filter):
         return param_filter
     raise ValueError(f"param_filter must be None, 'conv' or a callable, got {param_filter!r}")
+
+
+def _by_device(tensors: list[Tensor]) -> dict[torch.device, list[int]]:
+    by_device: dict[torch.device, list[int]] = {}
+    for i, t in enumerate(tensors):
+        by_device.setdefault(t.device, []).append(i)
+    return by_device
+
+
+def _partition(sizes: list[int], count: int) -> list[list[int]]:
+    """Split indices into ``count`` groups of similar total size (largest first), each in index order.
+
+    Depends on the sizes only, so the same model always gives the same groups.
+    """
+    loads, groups = [0] * count, [[] for _ in range(count)]  # type: list[int], list[list[int]]
+    for i in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
+        lightest = loads.index(min(loads))
+        loads[lightest] += sizes[i]
+        groups[lightest].append(i)
+    return [sorted(group) for group in groups]
+
+
+def _in_parallel(tasks: Sequence[Callable[[], Any]], threads: int) -> list[Any]:
+    """Run ``tasks`` (torch work that releases the GIL) on up to ``threads`` threads; return their results."""
+    results: list[Any] = [None] * len(tasks)
+    errors: list[BaseException] = []
+
+    def work(indices: range) -> None:
+        try:
+            for i in indices:
+                results[i] = tasks[i]()
+        except BaseException as error:  # re-raised in the calling thread
+            errors.append(error)
+
+    threads = max(1, min(threads, len(tasks)))
+    share = [range(t, len(tasks), threads) for t in range(threads)]
+    helpers = [threading.Thread(target=work, args=(indices,)) for indices in share[1:]]
+    for helper in helpers:
+        helper.start()
+    work(share[0])
+    for helper in helpers:
+        helper.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
+def _sigmas(grads: list[Tensor]) -> Tensor:
+    """Unbiased std per tensor from one grouped norm and one sum each; ``-1`` where the mean dominates."""
+    if not grads:
+        return torch.zeros(0)
+    with torch.no_grad():
+        squares = torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float32)).square()
+        sums = torch.stack([g.sum(dtype=torch.float32) for g in grads])
+        n = torch.tensor([g.numel() for g in grads], dtype=torch.float32, device=sums.device)
+        mean_square = sums.square() / n
+        var = (squares - mean_square) / (n - 1).clamp_min(1)
+        var = torch.where(n > 1, var, torch.zeros_like(var))
+        ill = (n > 1) & ((mean_square / n) > _ILL_CONDITIONED * var)
+        return torch.where(ill, torch.full_like(var, -1.0), var.clamp_min(0).sqrt())
+
+
+def _draw_and_add(
+    grads: list[Tensor], views: list[Tensor], sigmas: list[float], scales: list[float], generator: torch.Generator
+) -> None:
+    """``g <- scale * g + N(0, (sigma + 1e-8)^2)`` per tensor, the noise drawn at its scale into ``views``."""
+    with torch.no_grad():
+        for g, view, sigma, scale in zip(grads, views, sigmas, scales, strict=True):
+            if sigma < 0:  # ill-conditioned: the exact std, kept on the device
+                view.normal_(generator=generator).mul_(g.float().std() + 1e-8)
+            elif math.isfinite(sigma):
+                view.normal_(0.0, sigma + 1e-8, generator=generator)
+            else:  # a non-finite gradient: the noise is NaN, as torch.std would make it
+                view.fill_(math.nan)
+            if scale == 1.0:
+                g.add_(view)
+            else:
+                torch.add(view, g, alpha=scale, out=g)
 
 
 def modality_parameter_groups(
@@ -177,6 +263,10 @@ class OGM:
         (['audio', 'visual'], True)
     """
 
+    #: Threads for the GE noise on CPU; ``None``: one per available core, at most
+    #: :data:`NOISE_STREAMS`. The noise values do not depend on it.
+    noise_threads: int | None = None
+
     def __init__(
         self,
         modality_params: Mapping[str, nn.Module | Iterable[nn.Parameter]] | nn.ModuleDict,
@@ -227,6 +317,8 @@ class OGM:
         self._pending: dict[str, float] = {}
         self._snapshot: dict[str, list[Tensor]] = {}
         self.generator = generator
+        self._noise_buffers: dict[torch.device, Tensor] = {}  # reused every step; not state
+        self._stream_generators: list[torch.Generator] = []  # reseeded from ``generator`` every step
         self._accumulated: Tensor | None = None
         self._bad_target: Tensor | None = None
         self._warned_adaptive = False
@@ -315,48 +407,98 @@ class OGM:
         ratios = _ratio_vector(scores, self.rule, self.ratio_eps)
         coefficients = _coefficient_vector(ratios, self.alpha, self.coefficient)
         grads = {name: [p.grad for p in self.groups[name] if p.grad is not None] for name in self.modalities}
-        # The noise depends on the un-modulated gradients only: queue it before the host sync,
-        # so that on a GPU it runs while the host waits instead of after.
-        noise = self._draw_noise([g for name in self.modalities for g in grads[name]]) if self.noise else []
+        flat = [g for name in self.modalities for g in grads[name]]
+        # The noise scale depends on the un-modulated gradients only: compute it before the host
+        # sync and bring it to the host with the coefficients (the draw needs it as a number).
+        sigmas = self._noise_sigmas(flat).to(scores.device) if self.noise and flat else scores.new_zeros(0)
         m = len(self.modalities)
-        host = torch.cat([bad_target.reshape(1).float(), torch.isfinite(scores).float(), ratios, coefficients]).tolist()
+        host = torch.cat(
+            [bad_target.reshape(1).float(), torch.isfinite(scores).float(), ratios, coefficients, sigmas]
+        ).tolist()
         _raise_on_flags(self.modalities, bool(host[0]), [bool(f) for f in host[1 : 1 + m]], "uni-modal logits")
         self.last_ratios = dict(zip(self.modalities, host[1 + m : 1 + 2 * m], strict=True))
-        self.last_coefficients = dict(zip(self.modalities, host[1 + 2 * m :], strict=True))
+        self.last_coefficients = dict(zip(self.modalities, host[1 + 2 * m : 1 + 3 * m], strict=True))
 
-        start = 0
+        scales: list[float] = []
         for name, k in self.last_coefficients.items():
             group = grads[name]
             if self.space == "update":
                 if k != 1.0:
                     self._pending[name] = k  # applied to the update by the optimizer's step hooks
+                k = 1.0
+            if self.noise:
+                scales.extend([k] * len(group))
             elif group and k != 1.0:
                 torch._foreach_mul_(group, k)
-            if group and noise:
-                torch._foreach_add_(group, noise[start : start + len(group)])
-            start += len(group)
+        if self.noise and flat:
+            self._add_noise(flat, host[1 + 3 * m :], scales)
         return dict(self.last_coefficients)
 
-    def _draw_noise(self, grads: list[Tensor]) -> list[Tensor]:
-        """``N(0, (std(g) + 1e-8)^2)`` noise shaped like each gradient (std of the un-modulated g).
+    def _noise_sigmas(self, grads: list[Tensor]) -> Tensor:
+        """``(N,)`` float32: each gradient's unbiased std, from its sum and sum of squares.
 
-        One flat ``randn`` per device and a few grouped (``_foreach``) ops, instead of several
-        kernels per parameter tensor.
+        One grouped norm (``_foreach_norm``) and one sum per tensor, split over the CPU streams:
+        ``var = (sum(g^2) - sum(g)^2 / n) / (n - 1)``, 0 for one-element tensors. Where the mean
+        dominates (``mean^2 > 100 var``, cancellation would cost digits), the value is ``-1``:
+        :meth:`_add_noise` then takes ``torch.std`` of that tensor instead. No host sync.
         """
-        noise: list[Tensor] = [torch.empty(0)] * len(grads)
-        by_device: dict[torch.device, list[int]] = {}
-        for i, g in enumerate(grads):
-            by_device.setdefault(g.device, []).append(i)
-        for device, indices in by_device.items():
-            group = [grads[i] for i in indices]
-            stds = torch.stack([g.float().std() if g.numel() > 1 else torch.zeros((), device=device) for g in group])
-            sizes = [g.numel() for g in group]
-            flat = torch.randn(sum(sizes), generator=self._generator_for(device), device=device, dtype=torch.float32)
-            views = [chunk.view(g.shape) for chunk, g in zip(flat.split(sizes), group, strict=True)]
-            torch._foreach_mul_(views, list((stds + 1e-8).unbind()))
-            for i, view, g in zip(indices, views, group, strict=True):
-                noise[i] = view if view.dtype == g.dtype else view.to(g.dtype)
-        return noise
+        sigmas = torch.zeros(len(grads), device=grads[0].device)
+        for device, indices in _by_device(grads).items():
+            streams = _partition([grads[i].numel() for i in indices], NOISE_STREAMS if device.type == "cpu" else 1)
+            chunks = [[indices[j] for j in stream] for stream in streams]
+            tasks = [partial(_sigmas, [grads[i] for i in chunk]) for chunk in chunks]
+            for chunk, values in zip(chunks, _in_parallel(tasks, self._threads()), strict=True):
+                sigmas[chunk] = values.to(sigmas.device)
+        return sigmas
+
+    def _add_noise(self, grads: list[Tensor], sigmas: list[float], scales: list[float]) -> None:
+        """``g <- scale * g + eps``, ``eps ~ N(0, (sigma + 1e-8)^2)``, drawn in place into a reused buffer.
+
+        On CPU the tensors are split into :data:`NOISE_STREAMS` fixed groups (by size), each drawn
+        from its own generator, seeded for this step from :attr:`generator`; the groups run on up to
+        :attr:`noise_threads` threads, which changes the speed, never the values. On other devices
+        one generator draws every tensor.
+        """
+        for device, indices in _by_device(grads).items():
+            generator = self._generator_for(device)
+            views = self._noise_views(device, [grads[i].shape for i in indices])
+            if device.type != "cpu":
+                on_device = [grads[i] for i in indices]
+                _draw_and_add(on_device, views, [sigmas[i] for i in indices], [scales[i] for i in indices], generator)
+                continue
+            seeds = torch.randint(0, 2**62, (NOISE_STREAMS,), generator=generator).tolist()
+            while len(self._stream_generators) < NOISE_STREAMS:
+                self._stream_generators.append(torch.Generator())
+            streams = _partition([grads[i].numel() for i in indices], NOISE_STREAMS)
+            tasks = []
+            for stream, seed, stream_generator in zip(streams, seeds, self._stream_generators, strict=True):
+                stream_generator.manual_seed(seed)
+                chosen = [indices[j] for j in stream]
+                tasks.append(
+                    partial(
+                        _draw_and_add,
+                        [grads[i] for i in chosen],
+                        [views[j] for j in stream],
+                        [sigmas[i] for i in chosen],
+                        [scales[i] for i in chosen],
+                        stream_generator,
+                    )
+                )
+            _in_parallel(tasks, self._threads())
+
+    def _threads(self) -> int:
+        if self.noise_threads is not None:
+            return max(1, int(self.noise_threads))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return min(NOISE_STREAMS, cores)
+
+    def _noise_views(self, device: torch.device, shapes: list[torch.Size]) -> list[Tensor]:
+        """Views shaped like ``shapes`` into this device's float32 noise buffer (grown when needed, not state)."""
+        sizes = [math.prod(shape) for shape in shapes]
+        buffer = self._noise_buffers.get(device)
+        if buffer is None or buffer.numel() < sum(sizes):
+            buffer = self._noise_buffers[device] = torch.empty(sum(sizes), device=device)
+        return [chunk.view(shape) for chunk, shape in zip(buffer[: sum(sizes)].split(sizes), shapes, strict=True)]
 
     def _generator_for(self, device: torch.device) -> torch.Generator:
         self.generator = _distributed.shared_generator(self.generator, device, sync=self.sync, owner="OGM")

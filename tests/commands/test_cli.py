@@ -124,3 +124,24 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
 def test_demo_refuses_an_unknown_preset(tmp_path, capsys):
     assert main(["demo", "--preset", "huge", "--out", str(tmp_path)]) == 2
     assert "Unknown lab preset 'huge'. Available: default, three, tiny" in capsys.readouterr().err
+
+
+def test_help_and_argument_errors_do_not_import_torch():
+    # `modbalance --help` must answer without the ~3 s torch import (issue 13 item 20, issue 14).
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, json\n"
+        "from modbalance.cli import main\n"
+        "for argv in (['--help'], ['train', '--help'], ['prep', 'nope'], ['report']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy'))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+    assert "usage: modbalance" in done.stdout and "invalid choice: 'nope'" in done.stderr

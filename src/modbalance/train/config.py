@@ -195,6 +195,9 @@ class TrainConfig:
     probe_steps: int = 100
     log_every_steps: int = 50
     progress: bool = True
+    # torch CPU threads during the run (restored after it); 0 keeps the process's setting. 1 by
+    # default: on shared cores more threads made small models several times slower (docs/benchmarks.md).
+    threads: int = 1
 
 
 @dataclass

@@ -118,18 +118,25 @@ def run(config: ExperimentConfig | str | Path | None = None, *, resume: str | Pa
     owns_group = not (dist.is_available() and dist.is_initialized())
     ctx = init_distributed(config.train.device)
     deterministic = torch.are_deterministic_algorithms_enabled()
+    threads = torch.get_num_threads()
     try:
-        set_deterministic(config.train.deterministic)
+        if config.train.deterministic != deterministic:  # the call imports torch._inductor: only on a change
+            set_deterministic(config.train.deterministic)
+        if config.train.threads > 0:
+            torch.set_num_threads(config.train.threads)
         folder = Path(resume) if resume is not None else run_folder(config)
         with RunLock(folder) if ctx.is_main else contextlib.nullcontext():
             return _Trainer(config, ctx, folder, resume=resume is not None).fit()
     finally:
-        set_deterministic(deterministic)
-        if owns_group:
+        if torch.are_deterministic_algorithms_enabled() != deterministic:
+            set_deterministic(deterministic)
+        torch.set_num_threads(threads)
+        if owns_group and ctx.distributed:
             # The trainer (its DDP wrapper holds the process group) sits in reference cycles; free it
             # now, so the group is not destroyed a second time at interpreter exit, where gloo's
-            # threads can abort the process.
+            # threads can abort the process. One process has no group: nothing to collect for.
             gc.collect()
+        if owns_group:
             shutdown_distributed(ctx)
 
 
@@ -275,6 +282,7 @@ class _Trainer:
 
     def __init__(self, config: ExperimentConfig, ctx: DistributedContext, folder: Path, *, resume: bool) -> None:
         self.config, self.ctx = config, ctx
+        self.config_yaml = config_to_yaml(config)  # written into every checkpoint: render it once
         self.files = RunFiles(folder, enabled=ctx.is_main)
         if not resume and _holds_run(self.files):  # every rank sees the same folder
             raise FileExistsError(f"{folder} already holds a run; resume it with --resume {folder} or set run_name")
@@ -324,7 +332,7 @@ class _Trainer:
         rank_state = {"rng": capture_rng_state(), "opm": opm.state_dict() if opm is not None else None}
         return {
             "format": "modbalance-run/1",
-            "config": config_to_yaml(self.config),
+            "config": self.config_yaml,
             "model": self.core.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
@@ -393,7 +401,7 @@ class _Trainer:
         if self.ctx.is_main:
             self.files.open(purge_epoch=self.epoch)  # drop TensorBoard events of epochs not in the checkpoint
             with writing(self.files.config, "the resolved config"):
-                self.files.config.write_text(config_to_yaml(self.config))
+                self.files.config.write_text(self.config_yaml)
             self.files.rewrite_metrics(self.history)
         logger.info(
             "run %s: %s on %s, %d process(es)",
@@ -540,7 +548,7 @@ class _Trainer:
                         {
                             "model": self.core.state_dict(),
                             "epoch": self.epoch,
-                            "config": config_to_yaml(self.config),
+                            "config": self.config_yaml,
                             "select_metric": self.config.train.select_metric,
                             "value": value,
                         },

@@ -94,7 +94,7 @@ def _check_train(config: ExperimentConfig) -> None:
     train = config.train
     for key in ("epochs", "batch_size", "eval_batch_size", "grad_accum_steps", "probe_steps", "log_every_steps"):
         _at_least(f"train.{key}", getattr(train, key), 1)
-    for key in ("checkpoint_every_steps", "num_workers", "max_elements"):
+    for key in ("checkpoint_every_steps", "num_workers", "max_elements", "threads"):
         _at_least(f"train.{key}", getattr(train, key), 0)
     if train.max_steps is not None:
         _at_least("train.max_steps", train.max_steps, 1)
