@@ -385,7 +385,7 @@ class FeatureTables:
         labels: a label file (``labels.npy``, ``labels.csv``, ``table.csv:column``); or ``None`` with
             ``label_column``.
         label_column: a column of every CSV/Parquet view holding the label (removed from the features; the
-            views must agree on it row by row).
+            views must agree on it row by row; array views such as ``.npy`` hold features only).
         splits: a file of per-row split names or codes; ``None``: :func:`stratified_split` of the labels.
         classes: the class order (a list, or names separated by commas); ``None``: the sorted labels.
         modalities: the views to keep (a list, or names separated by commas); ``None``: all.
@@ -447,7 +447,9 @@ class FeatureTables:
         for modality in keep:
             path, key = _parse_spec(views[modality], root)
             try:
-                table, found = read_table(path, key=key, label_column=label_column)
+                # The label column lives in the text and Parquet views; array files hold features only.
+                column = label_column if path.suffix.lower() in (*_TEXT_SUFFIXES, ".parquet") else None
+                table, found = read_table(path, key=key, label_column=column)
             except MissingFileError as error:
                 raise MissingFileError(path, f"modality {modality!r}") from error
             except DataFileError as error:
