@@ -108,14 +108,27 @@ def _active_epochs(start: int, end: int | None, epochs: int) -> set[int]:
     return set(range(start, (epochs - 1 if end is None else end) + 1))
 
 
-@pytest.mark.parametrize("name", [n for n in DATASET_CONFIGS if load_config(n, [DUMMY_ROOT]).method.name != "joint"])
+def _balanced(name: str) -> bool:
+    method = load_config(name, [DUMMY_ROOT]).method.name
+    return method != "joint" and not method.startswith("unimodal:")
+
+
+@pytest.mark.parametrize("name", [n for n in DATASET_CONFIGS if _balanced(n)])
 def test_method_settings_follow_the_preset_and_unpublished_values_are_marked(name: str) -> None:
     preset = DATASET_PRESETS[preset_of(name)]
     config = load_config(name, [DUMMY_ROOT])
     method, epochs = config.method, config.train.epochs
     text = (CONFIG_DIR / f"{name}.yaml").read_text()
     ours = text.split("# Ours", 1)[1].split("\ndata:", 1)[0]
-    if method.name == "ogm_ge":
+    if method.name in ("ogm", "opm+ogm"):  # plain OGM (no noise) and OPM with OGM: the preset's alpha and window
+        ogm = preset["method"]["ogm"]
+        assert method.alpha == ogm["alpha"] and method.coefficient == "reference"
+        assert _active_epochs(method.start_epoch, method.end_epoch, epochs) == _active_epochs(
+            ogm["start_epoch"], ogm["end_epoch"], epochs
+        )
+    if method.name == "ogm":
+        pass
+    elif method.name == "ogm_ge":
         ogm = preset["method"]["ogm"]
         assert ogm["variant"] == "ogm_ge" and ogm["noise"] is True
         if ogm["alpha"] is None:  # not published: the file must say the value is ours
@@ -128,7 +141,7 @@ def test_method_settings_follow_the_preset_and_unpublished_values_are_marked(nam
         assert _active_epochs(method.start_epoch, method.end_epoch, epochs) == expected
         assert method.coefficient == "reference"
     else:
-        assert method.name == "opm"
+        assert method.name in ("opm", "opm+ogm")
         opm = preset["method"]["opm"]
         assert (method.q_base, method.lam, method.p_exe) == (opm["q_base"], opm["lam"], opm["p_exe"])
         if "start_epoch" in opm:

