@@ -1,0 +1,1 @@
+"""Balancing methods compared in docs/comparison-methods.md, one module each."""
