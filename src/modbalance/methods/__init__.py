@@ -16,7 +16,6 @@ Example:
     Unknown balancing method 'no_such_method'
 """
 
-from modbalance.encoders.registry import Registry
 from modbalance.methods.base import (
     BalancingMethod,
     EpochContext,
@@ -25,6 +24,7 @@ from modbalance.methods.base import (
     SplitOutputs,
     unimodal_logits_with_grad,
 )
+from modbalance.registry import Registry
 
 __all__ = [
     "METHODS",
