@@ -18,6 +18,7 @@ from torch import nn
 
 from modbalance import MultimodalClassifier
 from modbalance.fusion import Concat
+from modbalance.methods import MethodRequirementError, create_method
 from modbalance.methods.mmpareto import MMPareto, mmpareto_weights
 
 # ---------------------------------------------------------------- test-local transcription
@@ -121,7 +122,8 @@ def _setup(conflict: bool, seed: int = 0):
     visual = nn.Sequential(nn.Linear(7, 5), nn.Tanh(), nn.Linear(5, 3)).double()
     model = MultimodalClassifier({"audio": audio, "visual": visual}, Concat({"audio": 4, "visual": 3}, num_classes=3))
     model.double()
-    pareto = MMPareto(model.modality_parameters(), {"audio": 4, "visual": 3}, num_classes=3).double()
+    pareto = MMPareto()
+    pareto.check(model)  # creates the uni-modal heads, in the model's dtype
     head = model.fusion.head  # type: ignore[union-attr]
     with torch.no_grad():  # uni-modal heads aligned with (or opposed to) the fused head's slices
         sign = -1.0 if conflict else 1.0
@@ -139,10 +141,11 @@ def _setup(conflict: bool, seed: int = 0):
     return model, pareto, x, y, official
 
 
-def _ours(model, pareto, x, y, **kwargs):
-    loss = pareto.loss(model(x), y)
+def _ours(model, pareto, x, y):
+    loss = pareto.loss(model, model(x), y, epoch=0)
     loss.backward()
-    return loss, pareto.integrate(**kwargs)
+    pareto.before_step(model, None, epoch=0)
+    return loss, pareto.last_weights
 
 
 @pytest.mark.parametrize("conflict", [False, True])
@@ -171,13 +174,14 @@ def test_one_step_matches_the_official_gradients(conflict: bool) -> None:
 def test_gradient_accumulation_equals_the_whole_batch() -> None:
     model, pareto, x, y, _ = _setup(True)
     model2 = copy.deepcopy(model)
-    pareto2 = MMPareto(model2.modality_parameters(), {"audio": 4, "visual": 3}, num_classes=3).double()
+    pareto2 = MMPareto()
+    pareto2.check(model2)
     pareto2.load_state_dict(pareto.state_dict())
     _ours(model, pareto, x, y)
     for part in (slice(0, 5), slice(5, 16)):  # unequal micro-batches, loss scaled as the trainer does
         xi, yi = {m: v[part] for m, v in x.items()}, y[part]
-        (pareto2.loss(model2(xi), yi) * (yi.shape[0] / 16)).backward()
-    pareto2.integrate()
+        (pareto2.loss(model2, model2(xi), yi) * (yi.shape[0] / 16)).backward()
+    pareto2.before_step(model2, None)
     for p, q in zip(model.parameters(), model2.parameters()):
         assert torch.allclose(p.grad, q.grad, rtol=1e-6, atol=1e-10)
 
@@ -197,34 +201,55 @@ def test_weights_edge_cases() -> None:
 def test_exactly_opposite_gradients_give_zero_not_nan() -> None:
     # the min-norm point of g and -g is 0; the official code then computes inf * 0 = NaN
     model, pareto, x, y, _ = _setup(False)
-    loss = pareto.loss(model(x), y)
+    loss = pareto.loss(model, model(x), y)
     loss.backward()
-    for m in pareto.modalities:
+    for m in ("audio", "visual"):
         g_mm, _ = pareto._stash[m]
         pareto._stash[m] = (g_mm, [-g for g in g_mm])
-    pareto.integrate()
+    pareto.before_step(model, None)
     for p in model.encoders.parameters():
         assert torch.equal(p.grad, torch.zeros_like(p.grad))
 
 
-def test_outside_the_window_plain_uniform_sum() -> None:
-    model, pareto, x, y, _ = _setup(True)
-    pareto.start_epoch = 2
-    loss = pareto.loss(model(x), y, epoch=1)
+def test_outside_the_window_plain_cross_entropy_and_no_edit() -> None:
+    model, _, x, y, _ = _setup(True)
+    pareto = MMPareto(start_epoch=2)
+    pareto.check(model)
+    out = model(x)
+    loss = pareto.loss(model, out, y, epoch=1)
+    assert torch.equal(loss, F.cross_entropy(out.logits.float(), y))  # the base protocol's fp32 loss
     loss.backward()
     before = [p.grad.clone() for p in model.encoders.parameters()]
-    assert pareto.integrate(epoch=1) == {}
-    assert all(torch.equal(a, p.grad) for a, p in zip(before, model.encoders.parameters()))
+    pareto.before_step(model, None, epoch=1)
+    assert all(torch.equal(a, p.grad) for a, p in zip(before, model.encoders.parameters(), strict=True))
 
 
-def test_bad_construction_names_the_method() -> None:
-    audio, visual = nn.Linear(3, 2), nn.Linear(3, 2)
-    with pytest.raises(ValueError, match="MMPareto needs the encoder parameters of at least two modalities"):
-        MMPareto({"audio": audio}, {"audio": 2}, num_classes=2)
-    with pytest.raises(ValueError, match="MMPareto: dims must map every modality"):
-        MMPareto({"audio": audio, "visual": visual}, {"audio": 2}, num_classes=2)
-    with pytest.raises(ValueError, match="MMPareto: gamma"):
-        MMPareto({"audio": audio, "visual": visual}, {"audio": 2, "visual": 2}, num_classes=2, gamma=0)
-    frozen = nn.Linear(3, 2).requires_grad_(False)
-    with pytest.raises(ValueError, match="MMPareto: modality 'visual' has no trainable encoder parameter"):
-        MMPareto({"audio": audio, "visual": frozen}, {"audio": 2, "visual": 2}, num_classes=2)
+def test_state_dict_holds_the_heads_for_resume() -> None:
+    model, pareto, *_ = _setup(True)
+    fresh = MMPareto()
+    fresh.check(model)
+    fresh.load_state_dict(pareto.state_dict())
+    assert torch.equal(fresh.heads["visual"].weight, pareto.heads["visual"].weight)
+    assert [id(p) for p in pareto.param_groups(model, 0.1)[0]["params"]][-4:] == [
+        id(p) for p in pareto.heads.parameters()
+    ]
+
+
+def test_requirements_name_the_method_and_the_fix() -> None:
+    one = MultimodalClassifier({"audio": nn.Linear(3, 2)}, Concat({"audio": 2}, num_classes=2))
+    with pytest.raises(MethodRequirementError, match="method 'mmpareto' needs at least 2 modalities"):
+        MMPareto().check(one)
+    frozen = MultimodalClassifier(
+        {"audio": nn.Linear(3, 2), "visual": nn.Linear(3, 2).requires_grad_(False)},
+        Concat({"audio": 2, "visual": 2}, num_classes=2),
+    )
+    with pytest.raises(MethodRequirementError, match=r"mmpareto.*'visual' encoder has no trainable parameter"):
+        MMPareto().check(frozen)
+    with pytest.raises(MethodRequirementError, match="method 'mmpareto' does not support distributed"):
+        MMPareto().check_settings(distributed=True)
+    with pytest.raises(MethodRequirementError, match=r"method 'mmpareto' does not support fp16.*bf16 or fp32"):
+        MMPareto().check_settings(precision="fp16")
+    MMPareto().check_settings(precision="bf16", grad_accum_steps=4)
+    with pytest.raises(ValueError, match="method 'mmpareto': gamma must be a finite number > 0"):
+        MMPareto(gamma=0)
+    assert isinstance(create_method("mmpareto", gamma=2.0), MMPareto)

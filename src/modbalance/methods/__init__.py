@@ -63,3 +63,7 @@ def create_method(name: str, **options: object) -> BalancingMethod:
         True
     """
     return METHODS.create(name, **options)
+
+
+# Method modules register themselves on import (after METHODS exists).
+from modbalance.methods import mmpareto as _mmpareto  # noqa: E402, F401

@@ -26,20 +26,23 @@ Deviations, each deliberate: parameters are grouped explicitly per modality (the
 matches ``'audio'``/``'visual'`` in parameter names); where :math:`\hat g_p = 0` the gradient is
 set to zero instead of the official ``inf * 0 = NaN``; the per-loss gradients are taken with
 ``torch.autograd.grad`` (one backward per loss on the encoders instead of three full backward
-passes); everything stays on the device (no host synchronisation).
+passes); everything stays on the device (no host synchronisation). Outside the epoch window the
+loss is plain cross-entropy (the base protocol's rule), not the uniform sum.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from modbalance import _distributed
+from modbalance.methods import METHODS
+from modbalance.methods.base import BalancingMethod, MethodRequirementError, Requirements
+from modbalance.model import ModelOutput, MultimodalClassifier
 
 __all__ = ["MMPareto", "mmpareto_weights"]
 
@@ -76,135 +79,133 @@ def mmpareto_weights(g_mm: Tensor, g_uni: Tensor) -> Tensor:
     return torch.stack([c, 1 - c])
 
 
-def _groups(modality_params: Mapping[str, nn.Module | Iterable[nn.Parameter]]) -> dict[str, list[nn.Parameter]]:
-    if not isinstance(modality_params, Mapping) or len(modality_params) < 2:
-        raise ValueError(
-            "MMPareto needs the encoder parameters of at least two modalities, "
-            f"{{modality: encoder}}, got {modality_params!r}; pass model.modality_parameters()"
-        )
-    groups: dict[str, list[nn.Parameter]] = {}
-    seen: dict[int, str] = {}
-    for name, source in modality_params.items():
-        params = [p for p in (source.parameters() if isinstance(source, nn.Module) else source) if p.requires_grad]
+def _encoder_groups(model: MultimodalClassifier) -> dict[str, list[nn.Parameter]]:
+    groups = {m: [p for p in params if p.requires_grad] for m, params in model.modality_parameters().items()}
+    for m, params in groups.items():
         if not params:
-            raise ValueError(f"MMPareto: modality {name!r} has no trainable encoder parameter")
-        for p in params:
-            if id(p) in seen:
-                raise ValueError(f"MMPareto: a parameter is mapped to both {seen[id(p)]!r} and {name!r}")
-            seen[id(p)] = name
-        groups[name] = params
+            raise MethodRequirementError(
+                f"method 'mmpareto' integrates each encoder's gradients, but the {m!r} encoder has no trainable "
+                "parameter; unfreeze it (encoder freeze options) or choose another method"
+            )
     return groups
 
 
-class MMPareto(nn.Module):
-    r"""MMPareto (Wei and Hu, ICML 2024) as a plug-in: uni-modal heads, loss and gradient integration.
+@METHODS.register("mmpareto")
+class MMPareto(BalancingMethod):
+    r"""MMPareto (Wei and Hu, ICML 2024): uni-modal heads, uniform loss, Pareto-integrated encoder gradients.
 
-    It owns one linear uni-modal head per modality (train them: include ``mmpareto.parameters()``
-    in the optimizer). Per step: :meth:`loss` returns :math:`L_{mm} + \sum_m L_m` and takes the
-    per-loss encoder gradients it needs (``1 + M`` extra backward passes through the encoders);
-    backpropagate that loss as usual; then :meth:`integrate`, between ``backward()`` and
-    ``step()``, replaces each encoder's gradient by the Pareto-integrated one.
+    It owns one linear uni-modal head per modality on the encoder's features (created by
+    :meth:`check` from the model's feature widths; :meth:`param_groups` puts them in the
+    optimizer). Inside the window, :meth:`~BalancingMethod.loss` returns
+    :math:`L_{mm} + \sum_m L_m` and stores each encoder's gradients of :math:`L_{mm}` and of
+    :math:`L_m` (``1 + M`` extra backward passes through the encoders); after ``backward()``,
+    :meth:`~BalancingMethod.before_step` replaces every encoder gradient by the integrated one.
+    Outside the window it is plain cross-entropy, as every method of the base protocol.
+
+    Needs: two or more modalities with trainable encoders, any fusion. Cost per step: one
+    forward, ``M + 1`` extra partial backward passes, ``O(P)`` memory for two gradient copies.
+    Gradient accumulation is exact (stored gradients are weighted by micro-batch size);
+    DDP and fp16 (a gradient scaler) are refused; bf16 works.
 
     Args:
-        modality_params: modality name -> the encoder (``nn.Module``) or its parameters, e.g.
-            ``model.modality_parameters()``.
-        dims: modality name -> encoder feature width ``D_m`` (the uni-modal heads' inputs).
-        num_classes: number of classes ``C``.
-        gamma: magnitude factor :math:`\gamma` (official 1.5).
-        start_epoch: first epoch (inclusive) with gradient integration when ``epoch`` is given;
-            outside the window the loss is the plain uniform sum.
+        gamma: magnitude factor :math:`\gamma` (official 1.5, ``MMPareto.py`` 178).
+        start_epoch: first epoch (inclusive) of the window.
         end_epoch: last epoch (inclusive); ``None`` means no end.
-
-    Mixed precision: pass ``scaler=`` and ``optimizer=`` to :meth:`integrate`; it unscales first.
-    Gradient accumulation: call :meth:`loss` for every micro-batch; the stored gradients are
-    weighted by micro-batch size, so the integration sees the whole batch's gradients. Under DDP
-    the stored gradients are all-reduced before integration.
 
     Example:
         >>> import torch
         >>> from torch import nn
         >>> from modbalance import MultimodalClassifier
         >>> from modbalance.fusion import Concat
-        >>> from modbalance.methods.mmpareto import MMPareto
         >>> model = MultimodalClassifier({"audio": nn.Linear(6, 4), "visual": nn.Linear(5, 3)},
         ...                              Concat({"audio": 4, "visual": 3}, num_classes=2))
-        >>> pareto = MMPareto(model.modality_parameters(), {"audio": 4, "visual": 3}, num_classes=2)
-        >>> opt = torch.optim.SGD([*model.parameters(), *pareto.parameters()], lr=0.1)
+        >>> pareto = MMPareto()
+        >>> pareto.check(model)               # creates the uni-modal heads
+        >>> opt = torch.optim.SGD(pareto.param_groups(model, lr=0.1), lr=0.1)
         >>> x, y = {"audio": torch.randn(8, 6), "visual": torch.randn(8, 5)}, torch.randint(0, 2, (8,))
-        >>> loss = pareto.loss(model(x), y)
+        >>> loss = pareto.loss(model, model(x), y, epoch=0)
         >>> loss.backward()
-        >>> weights = pareto.integrate()   # modality -> (omega_mm, omega_m), on the device
+        >>> pareto.before_step(model, opt, epoch=0)   # encoder gradients integrated in place
         >>> opt.step()
-        >>> sorted(weights), float(weights["audio"].sum())
+        >>> sorted(pareto.last_weights), float(pareto.last_weights["audio"].sum())
         (['audio', 'visual'], 1.0)
     """
 
-    def __init__(
-        self,
-        modality_params: Mapping[str, nn.Module | Iterable[nn.Parameter]],
-        dims: Mapping[str, int],
-        num_classes: int,
-        *,
-        gamma: float = 1.5,
-        start_epoch: int = 0,
-        end_epoch: int | None = None,
-    ) -> None:
-        super().__init__()
-        self.groups = _groups(modality_params)
-        self.modalities = list(self.groups)
-        if not isinstance(dims, Mapping) or set(dims) != set(self.modalities):
-            raise ValueError(
-                f"MMPareto: dims must map every modality {self.modalities} to its feature width, got {dims!r}"
-            )
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"MMPareto: num_classes must be an int >= 2, got {num_classes!r}")
+    name = "mmpareto"
+    requires = Requirements(min_modalities=2, ddp=False)
+
+    def __init__(self, *, gamma: float = 1.5, start_epoch: int = 0, end_epoch: int | None = None) -> None:
+        super().__init__(start_epoch=start_epoch, end_epoch=end_epoch)
         if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not math.isfinite(gamma) or gamma <= 0:
-            raise ValueError(f"MMPareto: gamma must be a finite number > 0, got {gamma!r}")
-        if start_epoch < 0 or (end_epoch is not None and end_epoch < start_epoch):
-            raise ValueError(
-                f"MMPareto: need 0 <= start_epoch <= end_epoch, got start_epoch={start_epoch}, end_epoch={end_epoch}"
-            )
-        self.heads = nn.ModuleDict({m: nn.Linear(dims[m], num_classes) for m in self.modalities})
+            raise ValueError(f"method 'mmpareto': gamma must be a finite number > 0, got {gamma!r}")
         self.gamma = float(gamma)
-        self.start_epoch = start_epoch
-        self.end_epoch = end_epoch
+        self.heads = nn.ModuleDict()
         self._stash: dict[str, tuple[list[Tensor], list[Tensor]]] = {}
         self._count = 0
-        #: modality -> ``(2,)`` weights and ``()`` cosine of the last :meth:`integrate`, on the device.
+        #: modality -> ``(2,)`` weights and ``()`` cosine of the last integration, on the device.
         self.last_weights: dict[str, Tensor] = {}
         self.last_cosines: dict[str, Tensor] = {}
 
-    def active(self, epoch: int | None) -> bool:
-        """Whether ``epoch`` lies in the inclusive window (``None``: always)."""
-        if epoch is None:
-            return True
-        return epoch >= self.start_epoch and (self.end_epoch is None or epoch <= self.end_epoch)
+    def check(self, model: nn.Module, *, held_out: bool = False) -> None:
+        """Check the model (base rules, trainable encoders) and create the uni-modal heads."""
+        super().check(model, held_out=held_out)
+        assert isinstance(model, MultimodalClassifier)
+        _encoder_groups(model)
+        self._bind(model)
+
+    def check_settings(self, *, distributed: bool = False, precision: str = "fp32", grad_accum_steps: int = 1) -> None:
+        """Refuse DDP (base rule) and fp16, whose gradient scaler the stored gradients do not see."""
+        super().check_settings(distributed=distributed, precision=precision, grad_accum_steps=grad_accum_steps)
+        if precision == "fp16":
+            raise MethodRequirementError(
+                "method 'mmpareto' does not support fp16 with a gradient scaler (train.precision='fp16'): its "
+                "per-loss gradients are unscaled while the optimizer's are scaled; use train.precision=bf16 or fp32"
+            )
+
+    def _bind(self, model: MultimodalClassifier) -> None:
+        fusion = model.fusion
+        if set(self.heads) == set(model.modalities):
+            return
+        if len(self.heads):
+            raise MethodRequirementError(
+                f"method 'mmpareto' was set up for modalities {sorted(self.heads)}, the model has {model.modalities}; "
+                "use one MMPareto object per model"
+            )
+        reference = next(iter(fusion.parameters()), None)
+        factory: dict[str, Any] = {} if reference is None else {"device": reference.device, "dtype": reference.dtype}
+        for m in model.modalities:
+            self.heads[m] = nn.Linear(fusion.dims[m], fusion.num_classes, **factory)
+
+    def param_groups(self, model: nn.Module, lr: float) -> list[dict[str, Any]]:
+        """One group: the model's and the uni-modal heads' trainable parameters."""
+        assert isinstance(model, MultimodalClassifier)
+        self._bind(model)
+        return super().param_groups(model, lr)
 
     def unimodal_losses(self, features: Mapping[str, Tensor], target: Tensor) -> dict[str, Tensor]:
         """Modality -> cross-entropy of its uni-modal head on the (not detached) features."""
-        missing = set(self.modalities) - set(features)
-        if missing:
-            raise ValueError(f"MMPareto: features miss the modalities {sorted(missing)}")
-        return {m: F.cross_entropy(_full(self.heads[m](features[m])), target) for m in self.modalities}
+        return {m: F.cross_entropy(_full(self.heads[m](features[m])), target) for m in self.heads}
 
-    def loss(self, output: Any, target: Tensor, *, epoch: int | None = None) -> Tensor:
-        r"""The training loss :math:`L_{mm} + \sum_m L_m`; stores the per-loss encoder gradients.
-
-        Args:
-            output: a :class:`~modbalance.ModelOutput` (``logits`` ``(B, C)`` and ``features``
-                ``{m: (B, D_m)}`` still attached to the encoders' graph).
-            target: ``(B,)`` class indices.
-            epoch: for the window; outside it nothing is stored and :meth:`integrate` does nothing.
-        """
-        multimodal = F.cross_entropy(_full(output.logits), target)
-        unimodal = self.unimodal_losses(output.features, target)
-        if self.active(epoch) and torch.is_grad_enabled():
+    def compute_loss(
+        self,
+        model: MultimodalClassifier,
+        out: ModelOutput,
+        target: Tensor,
+        *,
+        epoch: int | None = None,
+        inputs: Mapping[str, Tensor] | None = None,
+    ) -> Tensor:
+        r""":math:`L_{mm} + \sum_m L_m`; stores the per-loss encoder gradients (when grad is enabled)."""
+        self._bind(model)
+        multimodal = F.cross_entropy(_full(out.logits), target)
+        unimodal = self.unimodal_losses(out.features, target)
+        if torch.is_grad_enabled():
+            groups = _encoder_groups(model)
             batch = target.shape[0]
-            every = [p for m in self.modalities for p in self.groups[m]]
+            every = [p for m in groups for p in groups[m]]
             g_all = torch.autograd.grad(multimodal, every, retain_graph=True, allow_unused=True)
             start = 0
-            for m in self.modalities:
-                params = self.groups[m]
+            for m, params in groups.items():
                 g_mm = [_dense(g, p) * batch for g, p in zip(g_all[start : start + len(params)], params, strict=True)]
                 start += len(params)
                 g_uni = torch.autograd.grad(unimodal[m], params, retain_graph=True, allow_unused=True)
@@ -218,45 +219,24 @@ class MMPareto(nn.Module):
         return multimodal + torch.stack(list(unimodal.values())).sum()
 
     @torch.no_grad()
-    def integrate(
-        self, *, epoch: int | None = None, scaler: Any = None, optimizer: torch.optim.Optimizer | None = None
-    ) -> dict[str, Tensor]:
-        """Replace every encoder gradient by MMPareto's; return modality -> ``(2,)`` weights.
-
-        Call after ``backward()`` of :meth:`loss` (of every micro-batch) and before
-        ``optimizer.step()``. Does nothing outside the epoch window or when :meth:`loss` stored
-        nothing (returns ``{}``).
-        """
-        if scaler is not None:
-            if optimizer is None:
-                raise ValueError("MMPareto.integrate(scaler=...) also needs optimizer= to unscale the gradients")
-            scaler.unscale_(optimizer)
-        if not self.active(epoch) or not self._stash:
-            self._stash, self._count = {}, 0
-            return {}
+    def modify_gradients(
+        self, model: MultimodalClassifier, optimizer: torch.optim.Optimizer, *, epoch: int | None = None
+    ) -> None:
+        """Replace every encoder gradient by MMPareto's (after the backward of every micro-batch)."""
         stash, count = self._stash, self._count
         self._stash, self._count = {}, 0
-        if _distributed.is_distributed():
-            flat = torch.cat([torch.cat([g.flatten() for g in a + b]) for a, b in stash.values()])
-            reduced = _distributed.all_reduce_sum(torch.cat([flat, flat.new_tensor([count])]))
-            count_t = reduced[-1]
-            reduced = reduced[:-1] / count_t
-            offset = 0
-            for a, b in stash.values():
-                for g in a + b:
-                    g.copy_(reduced[offset : offset + g.numel()].view_as(g))
-                    offset += g.numel()
-        else:
-            for a, b in stash.values():
-                for g in a + b:
-                    g.div_(count)
+        if not stash:
+            return
+        groups = _encoder_groups(model)
         weights: dict[str, Tensor] = {}
         for m, (g_mm, g_m) in stash.items():
+            for g in g_mm + g_m:
+                g.div_(count)
             flat_mm = torch.cat([g.flatten() for g in g_mm])
             flat_m = torch.cat([g.flatten() for g in g_m])
             w = mmpareto_weights(flat_mm, flat_m)
             self.last_cosines[m] = F.cosine_similarity(_full(flat_mm), _full(flat_m), dim=0)
-            for p, part_mm, part_m in zip(self.groups[m], g_mm, g_m, strict=True):
+            for p, part_mm, part_m in zip(groups[m], g_mm, g_m, strict=True):
                 combined = 2 * w[0] * part_mm + 2 * w[1] * part_m
                 total = p.grad if p.grad is not None else torch.zeros_like(p)
                 new_norm = torch.linalg.vector_norm(combined)
@@ -265,7 +245,9 @@ class MMPareto(nn.Module):
                 p.grad = (combined * torch.where(new_norm > 0, scale, torch.zeros_like(scale))).to(p.dtype)
             weights[m] = w
         self.last_weights = weights
-        return weights
+
+    def extra_repr(self) -> str:
+        return f"gamma={self.gamma}, " + super().extra_repr()
 
 
 def _dense(grad: Tensor | None, param: Tensor) -> Tensor:
