@@ -68,3 +68,4 @@ def create_method(name: str, **options: object) -> BalancingMethod:
 # Method modules register themselves on import (after METHODS exists).
 from modbalance.methods import inforeg as _inforeg  # noqa: E402, F401
 from modbalance.methods import mmpareto as _mmpareto  # noqa: E402, F401
+from modbalance.methods import relearning as _relearning  # noqa: E402, F401
