@@ -7,7 +7,7 @@ these modules import torch and other core modules only.
 
 Example:
     >>> from modbalance.methods import METHODS, create_method
-    >>> isinstance(METHODS.names(), list)
+    >>> "mslr" in METHODS.names()
     True
     >>> try:
     ...     create_method("no_such_method")
@@ -28,6 +28,7 @@ from modbalance.registry import Registry
 
 __all__ = [
     "METHODS",
+    "MSLR",
     "BalancingMethod",
     "EpochContext",
     "MethodRequirementError",
@@ -49,23 +50,20 @@ def create_method(name: str, **options: object) -> BalancingMethod:
         TypeError: an option the method does not take (the message lists those it takes).
 
     Example:
-        >>> from modbalance.methods import METHODS, BalancingMethod, create_method
-        >>> @METHODS.register("doc_example")
-        ... class DocExample(BalancingMethod):
-        ...     name = "doc_example"
-        >>> create_method("doc_example", start_epoch=1).start_epoch
-        1
-        >>> create_method("doc_example", alpha=1.0)
+        >>> create_method("mslr", lrs={"audio": 1e-3, "visual": 1e-2}).lrs
+        {'audio': 0.001, 'visual': 0.01}
+        >>> create_method("mslr", lr={"audio": 1e-3})
         Traceback (most recent call last):
         ...
-        TypeError: Balancing method 'doc_example' got unexpected argument(s) 'alpha'. Accepted: start_epoch, end_epoch
-        >>> METHODS._builders.pop("doc_example") is DocExample  # keep the registry clean
-        True
+        TypeError: Balancing method 'mslr' got unexpected argument(s) 'lr'. Accepted: lrs, start_epoch, end_epoch
     """
     return METHODS.create(name, **options)
 
 
-# Method modules register themselves on import (after METHODS exists).
+# Each method module registers itself in METHODS on import.
+from modbalance.methods.mslr import MSLR  # noqa: E402
+
+# methods-b's modules (gradient and schedule methods), registered the same way.
 from modbalance.methods import inforeg as _inforeg  # noqa: E402, F401
 from modbalance.methods import mmpareto as _mmpareto  # noqa: E402, F401
 from modbalance.methods import relearning as _relearning  # noqa: E402, F401

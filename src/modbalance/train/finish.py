@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from modbalance.methods import METHODS, BalancingMethod
 from modbalance.model import MultimodalClassifier
 from modbalance.probe import linear_probe_accuracy
 from modbalance.train.checkpoint import load_checkpoint
@@ -41,9 +42,11 @@ def probe_modalities(
     }
 
 
-def _load_best(core: MultimodalClassifier, files: RunFiles) -> dict[str, Any]:
+def _load_best(core: MultimodalClassifier, files: RunFiles, method: BalancingMethod | None = None) -> dict[str, Any]:
     state = load_checkpoint(files.best, map_location="cpu")
     core.load_state_dict(state["model"])
+    if method is not None:  # its predict() may depend on its state
+        method.load_state_dict(state["method"])
     return state
 
 
@@ -53,7 +56,7 @@ def finish_run(trainer: Any) -> None:
     ctx: DistributedContext = trainer.ctx
     files: RunFiles = trainer.files
     barrier(ctx)
-    best = _load_best(trainer.core, files)
+    best = _load_best(trainer.core, files, trainer.methods.method)
     test = evaluate(
         trainer.core,
         trainer.bundle,
@@ -62,6 +65,7 @@ def finish_run(trainer: Any) -> None:
         batch_size=config.train.eval_batch_size,
         precision=config.train.precision,
         rule=config.method.rule,
+        method=trainer.methods.method,
     )
     probe = None
     if config.train.probe and ctx.is_main:
@@ -124,7 +128,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", device: str = "aut
         >>> abs(again["accuracy"] - saved["accuracy"]) < 1e-6
         True
     """
-    from modbalance.train.build import build_model
+    from modbalance.train.build import build_methods, build_model
 
     files = RunFiles(Path(run_dir), enabled=False)
     if not files.config.is_file():
@@ -138,7 +142,8 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", device: str = "aut
     bundle = build_data(config)
     resolved = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     core = build_model(config, bundle).to(resolved)
-    _load_best(core, files)
+    method = build_methods(config, core, resolved).method if config.method.name in METHODS else None
+    _load_best(core, files, method)
     single = DistributedContext(0, 1, 0, resolved, True, False)
     return evaluate(
         core,
@@ -148,4 +153,5 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", device: str = "aut
         batch_size=config.train.eval_batch_size,
         precision=config.train.precision,
         rule=config.method.rule,
+        method=method,
     )

@@ -3,7 +3,7 @@
 The same function serves one process and ``torchrun`` (the model is wrapped in
 ``DistributedDataParallel``, each rank reads its share of every global batch, metrics are
 summed over ranks, only rank 0 writes files), and resumes from a run folder exactly: the last
-checkpoint holds the model, optimizer, scheduler, scaler, OGM and OPM states, every rank's RNG
+checkpoint holds the model, optimizer, scheduler, scaler, OGM, OPM and method states, every rank's RNG
 states, the position in the data order (epoch and batch), the partial sums of the current epoch,
 the best validation value so far and the metrics history.
 """
@@ -22,6 +22,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from modbalance.methods import EpochContext
 from modbalance.metrics import EpochSums
 from modbalance.train.build import build_methods, build_model, build_optimizer
 from modbalance.train.checkpoint import (
@@ -52,7 +53,7 @@ from modbalance.train.distributed import (
     shutdown_distributed,
 )
 from modbalance.train.finish import finish_run
-from modbalance.train.loop import NonFiniteWatch, StepParts, evaluate, train_step
+from modbalance.train.loop import NonFiniteWatch, StepParts, evaluate, forward_split, train_step
 from modbalance.train.outputs import RunFiles, write_json
 from modbalance.train.validate import check_modalities
 
@@ -153,12 +154,12 @@ class _Trainer:
         if self.bundle.batched and config.train.num_workers > 0:
             logger.warning("train.num_workers=%d is not used: the lab's data is in memory", config.train.num_workers)
         self.core = build_model(config, self.bundle).to(ctx.device)
-        self.methods = build_methods(config, self.core, ctx.device)
+        self.methods = build_methods(config, self.core, ctx.device, distributed=ctx.distributed)
         model: torch.nn.Module = self.core
         if ctx.distributed:
             device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
             model = torch.nn.parallel.DistributedDataParallel(self.core, device_ids=device_ids)
-        self.optimizer, self.scheduler = build_optimizer(config, self.core)
+        self.optimizer, self.scheduler = build_optimizer(config, self.core, self.methods.method)
         scaler = torch.amp.GradScaler(ctx.device.type) if config.train.precision == "fp16" else None
         self.parts = StepParts(
             model,
@@ -188,9 +189,13 @@ class _Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _state(self) -> dict[str, Any]:
-        """The resumable state; every rank contributes its RNG and OPM states."""
-        opm = self.methods.opm
-        rank_state = {"rng": capture_rng_state(), "opm": opm.state_dict() if opm is not None else None}
+        """The resumable state; every rank contributes its RNG, OPM and method states."""
+        opm, method = self.methods.opm, self.methods.method
+        rank_state = {
+            "rng": capture_rng_state(),
+            "opm": opm.state_dict() if opm is not None else None,
+            "method": method.state_dict() if method is not None else None,
+        }
         return {
             "format": "modbalance-run/1",
             "config": config_to_yaml(self.config),
@@ -237,6 +242,8 @@ class _Trainer:
         mine = state["ranks"][self.ctx.rank]
         if self.methods.opm is not None:
             self.methods.opm.load_state_dict(mine["opm"])
+        if self.methods.method is not None:
+            self.methods.method.load_state_dict(mine["method"])
         restore_rng_state(mine["rng"])
         self.epoch, self.start_batch = state["position"]["epoch"], state["position"]["batch"]
         self.global_step, self.best, self.history = state["global_step"], state["best"], state["history"]
@@ -292,6 +299,11 @@ class _Trainer:
         self.core.train()
         if self.methods.opm is not None:
             self.methods.opm.train()
+        method = self.methods.method
+        if method is not None:
+            method.train()
+            if self.start_batch == 0:  # resuming mid-epoch: the state saved after this hook is restored
+                method.on_epoch_start(self.core, self._epoch_context())
         self.sampler.set_epoch(self.epoch)
         self.sampler.set_start_batch(self.start_batch)
         self.bundle.set_epoch(self.epoch)  # train-time frames/crops are drawn from (seed, epoch, index)
@@ -323,6 +335,17 @@ class _Trainer:
         watch.check(self.epoch)
         return False
 
+    def _epoch_context(self) -> EpochContext:
+        """What a method's epoch hooks receive: the epoch and a whole-split forward pass."""
+        train = self.config.train
+
+        def forward(split: str) -> Any:
+            return forward_split(
+                self.core, self.bundle, split, self.ctx, batch_size=train.eval_batch_size, precision=train.precision
+            )
+
+        return EpochContext(self.epoch, forward)
+
     def _skipped(self, roles: list[str] | None, when: str) -> dict[str, Any]:
         """Every rank's skipped samples of ``roles`` since the last call, as record keys; logged by name."""
         found = merge_skipped(gather_objects(self.bundle.report_skipped(roles), self.ctx))
@@ -342,6 +365,8 @@ class _Trainer:
     def _end_epoch(self) -> None:
         """Epoch record (train sums reduced over ranks, validation), best checkpoint, scheduler, last checkpoint."""
         train_record = self.sums.compute(lambda sums: reduce_sums(sums, self.ctx))
+        method = self.methods.method
+        method_record = method.on_epoch_end(self.core, self._epoch_context()) if method is not None else {}
         val_record = evaluate(
             self.core,
             self.bundle,
@@ -350,6 +375,7 @@ class _Trainer:
             batch_size=self.config.train.eval_batch_size,
             precision=self.config.train.precision,
             rule=self.config.method.rule,
+            method=method,
         )
         record: dict[str, Any] = {
             "epoch": self.epoch,
@@ -358,6 +384,7 @@ class _Trainer:
         }
         record.update({f"train/{k}": v for k, v in train_record.items()})
         record.update({f"val/{k}": v for k, v in val_record.items()})
+        record.update({f"method/{k}": float(v) for k, v in method_record.items()})
         record.update(self._skipped(["train", "val"], f"epoch {self.epoch}"))
         self.history.append(record)
         self.files.append_record(record)
@@ -376,6 +403,7 @@ class _Trainer:
                         "config": config_to_yaml(self.config),
                         "select_metric": self.config.train.select_metric,
                         "value": value,
+                        "method": method.state_dict() if method is not None else None,
                     },
                 )
         if self.scheduler is not None:
