@@ -204,3 +204,17 @@ def test_requirements_name_the_method_and_the_fix() -> None:
     with pytest.raises(ValueError, match="method 'inforeg': strengths must be two finite numbers"):
         InfoReg(strengths=(1.0,))
     assert isinstance(create_method("inforeg", strengths=[0.5, 0.5]), InfoReg)
+
+
+def test_trainer_runs_one_epoch_and_logs_k_and_traces(tmp_path) -> None:
+    import json
+
+    from modbalance.train import load_config, run
+
+    config = load_config(
+        "lab/tiny",
+        [f"output_dir={tmp_path}", "train.device=cpu", "train.probe=false", "train.epochs=1", "method.name=inforeg"],
+    )
+    record = json.loads((run(config) / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["method/inforeg_k"] == 1.0
+    assert record["method/inforeg_trace_audio"] > 0 and record["method/inforeg_trace_visual"] > 0

@@ -253,3 +253,35 @@ def test_requirements_name_the_method_and_the_fix() -> None:
     with pytest.raises(ValueError, match="method 'mmpareto': gamma must be a finite number > 0"):
         MMPareto(gamma=0)
     assert isinstance(create_method("mmpareto", gamma=2.0), MMPareto)
+
+
+# ---------------------------------------------------------------- trainer
+
+
+def _tiny(tmp_path, *overrides: str):
+    from modbalance.train import load_config
+
+    base = [f"output_dir={tmp_path}", "train.device=cpu", "train.probe=false", "train.epochs=1"]
+    return load_config("lab/tiny", [*base, *overrides])
+
+
+def test_trainer_runs_one_epoch_and_logs_the_conflict_share(tmp_path) -> None:
+    import json
+
+    from modbalance.train import run
+    from modbalance.train.checkpoint import load_checkpoint
+
+    folder = run(_tiny(tmp_path, "method.name=mmpareto", "train.grad_accum_steps=2"))
+    record = json.loads((folder / "metrics.jsonl").read_text().splitlines()[-1])
+    for m in ("audio", "visual"):
+        assert 0.0 <= record[f"method/mmpareto_conflict_share_{m}"] <= 1.0
+    state = load_checkpoint(folder / "checkpoints" / "last.pt")["ranks"][0]["method"]
+    assert {"heads.audio.weight", "heads.visual.bias"} <= set(state)  # the uni-modal heads are saved
+
+
+def test_trainer_refuses_fp16_naming_the_method(tmp_path) -> None:
+    from modbalance.train import run
+    from modbalance.train.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"mmpareto.*does not support fp16"):
+        run(_tiny(tmp_path, "method.name=mmpareto", "train.precision=fp16"))

@@ -158,3 +158,16 @@ def test_requirements_name_the_method_and_the_fix() -> None:
         ReLearning(reinit_epoch=0)
     assert isinstance(create_method("relearning", move_lambda=2.0), ReLearning)
     assert copy.deepcopy(ReLearning()).reinit_num == 3
+
+
+def test_trainer_re_initialises_after_epoch_one(tmp_path) -> None:
+    import json
+
+    from modbalance.train import load_config, run
+
+    overrides = ["train.device=cpu", "train.probe=false", "train.epochs=2", "method.name=relearning"]
+    config = load_config("lab/tiny", [f"output_dir={tmp_path}", *overrides, "method.options.reinit_epoch=1"])
+    records = [json.loads(line) for line in (run(config) / "metrics.jsonl").read_text().splitlines()]
+    assert "method/relearning_weight_audio" not in records[0]  # epoch 0: never (ours.py 418)
+    for m in ("audio", "visual"):
+        assert 0.0 <= records[1][f"method/relearning_weight_{m}"] < 1.0

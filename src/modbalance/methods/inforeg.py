@@ -168,12 +168,12 @@ class InfoReg(BalancingMethod):
         self._bind(model)
 
     def check_settings(self, *, distributed: bool = False, precision: str = "fp32", grad_accum_steps: int = 1) -> None:
-        """Refuse DDP (base rule) and fp16, whose scaled gradients the proximal term would not match."""
+        """Refuse DDP (base rule) and fp16, whose skipped (non-finite) steps would poison the Fisher trace."""
         super().check_settings(distributed=distributed, precision=precision, grad_accum_steps=grad_accum_steps)
         if precision == "fp16":
             raise MethodRequirementError(
-                "method 'inforeg' does not support fp16 with a gradient scaler (train.precision='fp16'): its "
-                "proximal term is added to scaled gradients; use train.precision=bf16 or fp32"
+                "method 'inforeg' does not support fp16 (train.precision='fp16'): the gradient scaler's skipped "
+                "steps carry non-finite gradients into the Fisher trace; use train.precision=bf16 or fp32"
             )
 
     def _bind(self, model: MultimodalClassifier) -> None:

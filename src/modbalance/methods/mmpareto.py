@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from modbalance.methods import METHODS
-from modbalance.methods.base import BalancingMethod, MethodRequirementError, Requirements
+from modbalance.methods.base import BalancingMethod, EpochContext, MethodRequirementError, Requirements
 from modbalance.model import ModelOutput, MultimodalClassifier
 
 __all__ = ["MMPareto", "mmpareto_weights"]
@@ -142,6 +142,8 @@ class MMPareto(BalancingMethod):
         self.heads = nn.ModuleDict()
         self._stash: dict[str, tuple[list[Tensor], list[Tensor]]] = {}
         self._count = 0
+        self._conflicts: dict[str, Tensor] = {}
+        self._steps = 0
         #: modality -> ``(2,)`` weights and ``()`` cosine of the last integration, on the device.
         self.last_weights: dict[str, Tensor] = {}
         self.last_cosines: dict[str, Tensor] = {}
@@ -154,12 +156,12 @@ class MMPareto(BalancingMethod):
         self._bind(model)
 
     def check_settings(self, *, distributed: bool = False, precision: str = "fp32", grad_accum_steps: int = 1) -> None:
-        """Refuse DDP (base rule) and fp16, whose gradient scaler the stored gradients do not see."""
+        """Refuse DDP (base rule) and fp16, whose gradient scaler the per-loss gradients would bypass."""
         super().check_settings(distributed=distributed, precision=precision, grad_accum_steps=grad_accum_steps)
         if precision == "fp16":
             raise MethodRequirementError(
-                "method 'mmpareto' does not support fp16 with a gradient scaler (train.precision='fp16'): its "
-                "per-loss gradients are unscaled while the optimizer's are scaled; use train.precision=bf16 or fp32"
+                "method 'mmpareto' does not support fp16 (train.precision='fp16'): its per-loss gradients are "
+                "taken without the gradient scaler and can underflow; use train.precision=bf16 or fp32"
             )
 
     def _bind(self, model: MultimodalClassifier) -> None:
@@ -244,7 +246,16 @@ class MMPareto(BalancingMethod):
                 scale = self.gamma * torch.clamp(ratio, min=1.0)
                 p.grad = (combined * torch.where(new_norm > 0, scale, torch.zeros_like(scale))).to(p.dtype)
             weights[m] = w
+            conflict = (self.last_cosines[m] <= 0).to(torch.float32)
+            self._conflicts[m] = self._conflicts[m] + conflict if m in self._conflicts else conflict
+        self._steps += 1
         self.last_weights = weights
+
+    def on_epoch_end(self, model: MultimodalClassifier, context: EpochContext) -> dict[str, float]:
+        """Share of the epoch's steps in which each encoder's two gradients conflicted (cosine <= 0)."""
+        conflicts, steps = self._conflicts, self._steps
+        self._conflicts, self._steps = {}, 0
+        return {f"mmpareto_conflict_share_{m}": float(c) / steps for m, c in conflicts.items()} if steps else {}
 
     def extra_repr(self) -> str:
         return f"gamma={self.gamma}, " + super().extra_repr()
