@@ -257,6 +257,15 @@ class MMPareto(BalancingMethod):
         self._conflicts, self._steps = {}, 0
         return {f"mmpareto_conflict_share_{m}": float(c) / steps for m, c in conflicts.items()} if steps else {}
 
+    def get_extra_state(self) -> dict[str, Any]:
+        """The epoch's conflict counts so far (the per-loss gradients never outlive a step)."""
+        return {"conflicts": {m: c.clone() for m, c in self._conflicts.items()}, "steps": self._steps}
+
+    def set_extra_state(self, state: Any) -> None:
+        """Restore what :meth:`get_extra_state` saved."""
+        self._conflicts = {m: c.clone() for m, c in state["conflicts"].items()}
+        self._steps = int(state["steps"])
+
     def extra_repr(self) -> str:
         return f"gamma={self.gamma}, " + super().extra_repr()
 
