@@ -15,7 +15,10 @@ def loaded_after(statement: str) -> list[str]:
 
 
 def test_core_imports_no_optional_dependency():
-    assert loaded_after("import modbalance, modbalance.fusion, modbalance.scores, modbalance.presets") == []
+    assert (
+        loaded_after("import modbalance, modbalance.fusion, modbalance.scores, modbalance.presets, modbalance.methods")
+        == []
+    )
 
 
 def test_encoders_and_dataset_modules_import_without_media_libraries():

@@ -141,6 +141,7 @@ class RunLock:
         self.folder = Path(folder)
         self.path = self.folder / ".lock"
         self._fd: int | None = None
+        self._created = False
 
     def acquire(self) -> None:
         """Take the lock, creating the folder; raise :class:`RunFolderBusyError` if another process has it."""
@@ -149,6 +150,7 @@ class RunLock:
         except ImportError:  # pragma: no cover - Windows
             return
         with writing(self.path, "the run folder's lock file"):
+            self._created = not self.folder.exists()
             self.folder.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -166,8 +168,16 @@ class RunLock:
         self._fd = fd
 
     def release(self) -> None:
-        """Release the lock (the file stays; a lock, not the file's existence, marks a live run)."""
+        """Release the lock (the file stays; a lock, not the file's existence, marks a live run).
+
+        A folder that this lock created and that holds nothing but the lock file (a run refused
+        before it wrote anything) is removed again, so a refused config leaves no trace.
+        """
         if self._fd is not None:
+            if self._created and [p.name for p in self.folder.iterdir()] == [self.path.name]:
+                with contextlib.suppress(OSError):  # removed while still held: no other run can be inside
+                    self.path.unlink()
+                    self.folder.rmdir()
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None
 

@@ -12,7 +12,7 @@ pytest.importorskip("omegaconf", reason='the trainer needs the train extra: pip 
 from modbalance.data.synthetic import lab_preset
 from modbalance.train import ConfigError, ExperimentConfig, config_to_yaml, load_config, run
 from modbalance.train.config import CONFIG_DIR
-from modbalance.train.validate import check_modalities
+from modbalance.train.validate import check_modalities, method_names
 
 SHIPPED = sorted((CONFIG_DIR / "lab").glob("*.yaml"))  # dataset configs: tests/test_configs.py
 
@@ -94,7 +94,8 @@ def test_impossible_values_are_refused_with_the_allowed_range(override, fragment
 @pytest.mark.parametrize(
     ("override", "allowed"),
     [
-        ("method.name=ogmge", "joint, ogm, ogm_ge, opm, opm+ogm, unimodal:<modality>"),
+        # the built-in methods, then those of modbalance.methods.METHODS
+        ("method.name=ogmge", ", ".join([*method_names(), "unimodal:<modality>"])),
         ("train.precision=fp8", "fp32, bf16, fp16"),
         ("optim.name=lion", "sgd, adam, adamw"),
         ("model.fusion=concatt", "concat, film, gated, sum"),
@@ -103,6 +104,7 @@ def test_impossible_values_are_refused_with_the_allowed_range(override, fragment
     ],
 )
 def test_unknown_names_list_the_allowed_values(override, allowed):
+    assert method_names()[:5] == ["joint", "ogm", "ogm_ge", "opm", "opm+ogm"]
     with pytest.raises(ConfigError) as info:
         load_config(None, [override])
     assert override.split("=")[0] in str(info.value)

@@ -3,7 +3,9 @@
 Only these functions read config objects; the classes they build take plain keyword arguments.
 Methods are built from the public API: :class:`~modbalance.OGM` over the model's
 :meth:`~modbalance.MultimodalClassifier.modality_parameters`, :class:`~modbalance.OPM` as a
-separate module the loop passes to the model's ``forward``.
+separate module the loop passes to the model's ``forward``, and any method of
+:data:`modbalance.methods.METHODS` with ``method.options`` as its keyword arguments, checked
+against the model and the run's settings before training.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from modbalance.encoders.registry import ENCODERS, build_encoder
 from modbalance.encoders.resnet import ResNet18Encoder
 from modbalance.fusion import create_fusion
 from modbalance.interaction import InteractionModel, create_interaction
+from modbalance.methods import METHODS, BalancingMethod, create_method
 from modbalance.model import MultimodalClassifier
 from modbalance.ogm import OGM
 from modbalance.opm import OPM
@@ -43,10 +46,15 @@ logger = logging.getLogger(__name__)
 
 
 class Methods(NamedTuple):
-    """The balancing methods of a run (``None`` when the method does not use one)."""
+    """The balancing methods of a run (``None`` when the method does not use one).
+
+    ``method`` is a :class:`~modbalance.methods.BalancingMethod` (``method.name`` of
+    :data:`~modbalance.methods.METHODS`); OGM and OPM keep their own fields and code path.
+    """
 
     ogm: OGM | None
     opm: OPM | None
+    method: BalancingMethod | None = None
 
 
 def derived_seed(seed: int, purpose: str) -> int:
@@ -266,20 +274,42 @@ def build_interaction_model(
         raise ConfigError(f"model.interaction ({kind}): {error}") from error
 
 
-def build_methods(config: ExperimentConfig, model: MultimodalClassifier, device: torch.device) -> Methods:
-    """OGM (``ogm``, ``ogm_ge``, ``opm+ogm``) and OPM (``opm``, ``opm+ogm``) with seeded generators."""
+def _window(config: ExperimentConfig, component: str) -> tuple[int, int | None]:
+    """``method.windows.<component>`` if given, else ``method.start_epoch``/``end_epoch``."""
+    window = config.method.windows.get(component)
+    if window is None:
+        return config.method.start_epoch, config.method.end_epoch
+    return window.start_epoch, window.end_epoch
+
+
+def build_methods(
+    config: ExperimentConfig, model: MultimodalClassifier, device: torch.device, *, distributed: bool = False
+) -> Methods:
+    """OGM (``ogm``, ``ogm_ge``, ``opm+ogm``) and OPM (``opm``, ``opm+ogm``) with seeded generators, or a
+    registered method (checked against ``model`` and the run's settings).
+
+    Each of OGM and OPM acts in its window, ``method.windows.<ogm|opm>`` or else
+    ``method.start_epoch``/``end_epoch``.
+
+    Raises:
+        ConfigError: the method cannot run on this model or with these settings (the message
+            names the method, the missing piece and how to provide it).
+    """
     method = config.method
     ogm = opm = None
+    if method.name in METHODS:
+        return Methods(None, None, _build_registered(config, model, device, distributed=distributed))
     if method.name in ("ogm", "ogm_ge", "opm+ogm"):
         generator = torch.Generator(device=device).manual_seed(derived_seed(config.seed, "ogm"))
+        start, end = _window(config, "ogm")
         try:
             ogm = OGM(
                 model.modality_parameters(),
                 alpha=method.alpha,
                 noise=method.name == "ogm_ge",
                 coefficient=method.coefficient,  # type: ignore[arg-type]
-                start_epoch=method.start_epoch,
-                end_epoch=method.end_epoch,
+                start_epoch=start,
+                end_epoch=end,
                 param_filter=method.param_filter,
                 generator=generator,
                 rule=method.rule,  # type: ignore[arg-type]
@@ -288,25 +318,50 @@ def build_methods(config: ExperimentConfig, model: MultimodalClassifier, device:
         except ValueError as error:
             raise ConfigError(f"method.param_filter={method.param_filter!r}: {error}") from error
     if method.name in ("opm", "opm+ogm"):
+        start, end = _window(config, "opm")
         opm = OPM(
             q_base=method.q_base,
             lam=method.lam,
             p_exe=method.p_exe,
             rescale=method.rescale,  # type: ignore[arg-type]
-            start_epoch=method.start_epoch,
-            end_epoch=method.end_epoch,
+            start_epoch=start,
+            end_epoch=end,
             generator=torch.Generator(device=device).manual_seed(derived_seed(config.seed, "opm")),
             rule=method.rule,  # type: ignore[arg-type]
         ).to(device)
     return Methods(ogm, opm)
 
 
+def _build_registered(
+    config: ExperimentConfig, model: MultimodalClassifier, device: torch.device, *, distributed: bool
+) -> BalancingMethod:
+    method = config.method
+    try:
+        built = create_method(method.name, start_epoch=method.start_epoch, end_epoch=method.end_epoch, **method.options)
+        built.check(model, held_out=True)  # the trainer always has a validation split
+        built.check_settings(
+            distributed=distributed,
+            precision=config.train.precision,
+            grad_accum_steps=config.train.grad_accum_steps,
+        )
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"method.name={method.name!r}: {error}") from error
+    return built.to(device)
+
+
 def build_optimizer(
-    config: ExperimentConfig, model: nn.Module
+    config: ExperimentConfig, model: nn.Module, method: BalancingMethod | None = None
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
-    """The optimizer over every trainable parameter and the per-epoch scheduler (or None)."""
+    """The optimizer and the per-epoch scheduler (or None).
+
+    Without ``method`` the optimizer holds every trainable parameter of ``model``; with one, the
+    groups of :meth:`~modbalance.methods.BalancingMethod.param_groups` (per-group learning rates
+    for MSLR, the method's own parameters).
+    """
     optim = config.optim
-    params = [p for p in model.parameters() if p.requires_grad]
+    params: Any = (
+        [p for p in model.parameters() if p.requires_grad] if method is None else method.param_groups(model, optim.lr)
+    )
     optimizer: torch.optim.Optimizer
     if optim.name == "sgd":
         optimizer = torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)

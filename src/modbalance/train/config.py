@@ -39,6 +39,7 @@ __all__ = [
     "OptimConfig",
     "SchedulerConfig",
     "TrainConfig",
+    "WindowConfig",
     "config_to_yaml",
     "load_config",
     "resolve_config_path",
@@ -111,11 +112,30 @@ class ModelConfig:
 
 
 @dataclass
+class WindowConfig:
+    """One method's epoch window in ``method.windows.<ogm|opm>`` (both ends inclusive, ``null`` = no end).
+
+    Example:
+        >>> cfg = load_config(None, ["method.name=opm+ogm", "method.windows.ogm.end_epoch=60"])
+        >>> cfg.method.windows["ogm"]
+        WindowConfig(start_epoch=0, end_epoch=60)
+    """
+
+    start_epoch: int = 0
+    end_epoch: int | None = None
+
+
+@dataclass
 class MethodConfig:
     """The balancing method and its hyperparameters (OGM: alpha..rule; OPM: q_base..rescale).
 
-    ``name`` is one of ``joint``, ``ogm``, ``ogm_ge``, ``opm``, ``opm+ogm`` or ``unimodal:<modality>``.
+    ``name`` is one of ``joint``, ``ogm``, ``ogm_ge``, ``opm``, ``opm+ogm``, ``unimodal:<modality>``
+    or a method of :data:`modbalance.methods.METHODS` (``mslr``, ...), whose hyperparameters go in
+    ``options`` (keyword arguments of its class; ``start_epoch``/``end_epoch`` stay typed keys).
     ``space`` is OGM's ``gradient`` (official) or ``update`` (scales the parameter update; for Adam).
+    ``start_epoch``/``end_epoch`` is the window of every component; ``windows.ogm`` and
+    ``windows.opm`` replace it for one component of ``opm+ogm`` (the TPAMI code runs OGM in
+    epochs 6-60 and OPM from 6 to the end).
 
     Example:
         >>> method = load_config(None, ["method.name=opm", "method.q_base=0.4"]).method
@@ -135,6 +155,8 @@ class MethodConfig:
     lam: float = 0.5
     p_exe: float = 0.7
     rescale: str = "reference"
+    windows: dict[str, WindowConfig] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -350,6 +372,8 @@ def _section_for(dotted: str, root: type) -> type | None:
     parts = [part for part in dotted.split(".") if part]
     if parts[:2] == ["model", "encoders"] and len(parts) == 3:
         return EncoderConfig
+    if parts[:2] == ["method", "windows"] and len(parts) == 3:
+        return WindowConfig
     current: Any = root
     for part in parts:
         fields = getattr(current, "__dataclass_fields__", {})

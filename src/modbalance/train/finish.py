@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from modbalance.methods import METHODS, BalancingMethod
 from modbalance.model import MultimodalClassifier
 from modbalance.probe import linear_probe_accuracy
 from modbalance.runfolder import RunFiles, write_json
@@ -41,9 +42,11 @@ def probe_modalities(
     }
 
 
-def _load_best(core: MultimodalClassifier, files: RunFiles) -> dict[str, Any]:
+def _load_best(core: MultimodalClassifier, files: RunFiles, method: BalancingMethod | None = None) -> dict[str, Any]:
     state = load_checkpoint(files.best, map_location="cpu")
     core.load_state_dict(state["model"])
+    if method is not None:  # its predict() may depend on its state
+        method.load_state_dict(state["method"])
     return state
 
 
@@ -54,6 +57,7 @@ def finish_run(
     core: MultimodalClassifier,
     bundle: DataBundle,
     *,
+    method: BalancingMethod | None = None,
     history: Sequence[Mapping[str, Any]],
     global_step: int,
     wall_time_s: float,
@@ -66,12 +70,14 @@ def finish_run(
         files: the run folder; its best checkpoint is loaded into ``core``.
         core: the (unwrapped) model.
         bundle: the run's data.
+        method: the run's registered balancing method (:mod:`modbalance.methods`), if any; its
+            state is restored from the best checkpoint and its ``predict`` scores the test split.
         history: the per-epoch records so far (``metrics.jsonl``).
         global_step: optimizer steps taken.
         wall_time_s: training time so far, resumed segments included.
     """
     barrier(ctx)
-    best = _load_best(core, files)
+    best = _load_best(core, files, method)
     test = evaluate(
         core,
         bundle,
@@ -80,6 +86,7 @@ def finish_run(
         batch_size=config.train.eval_batch_size,
         precision=config.train.precision,
         rule=config.method.rule,
+        method=method,
     )
     probe = None
     if config.train.probe and ctx.is_main:
@@ -154,7 +161,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", device: str = "aut
         >>> abs(again["accuracy"] - saved["accuracy"]) < 1e-6
         True
     """
-    from modbalance.train.build import build_model
+    from modbalance.train.build import build_methods, build_model
 
     files = RunFiles(Path(run_dir), enabled=False)
     if not files.config.is_file():
@@ -168,7 +175,8 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", device: str = "aut
     bundle = build_data(config)
     resolved = _eval_device(device)
     core = build_model(config, bundle).to(resolved)
-    _load_best(core, files)
+    method = build_methods(config, core, resolved).method if config.method.name in METHODS else None
+    _load_best(core, files, method)
     single = DistributedContext(0, 1, 0, resolved, True, False)
     return evaluate(
         core,
@@ -178,4 +186,5 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", device: str = "aut
         batch_size=config.train.eval_batch_size,
         precision=config.train.precision,
         rule=config.method.rule,
+        method=method,
     )

@@ -13,6 +13,15 @@ micro-batch but the last through ``accumulate`` and modulates once, on the last,
 from the whole batch's scores. Nothing here synchronises with the host, except what the methods
 themselves cost: one synchronisation in ``OGM.modulate`` and, with OPM, one in
 ``unimodal_scores``' input checks (a constant two per step at most).
+
+A method of :mod:`modbalance.methods` runs through its hooks instead (:func:`method_step`)::
+
+    out = method.train_forward(model, x, epoch=epoch)             # model(x)
+    loss = method.loss(core, out, y, epoch=epoch, inputs=x)       # cross-entropy outside its window
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)                                     # fp16 only: edits see true gradients
+    method.before_step(core, optimizer, epoch=epoch)
+    scaler.step(optimizer); scaler.update()
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from modbalance.imbalance import discrepancy_ratios, unimodal_scores
+from modbalance.methods import BalancingMethod, SplitOutputs
 from modbalance.metrics import EpochSums, classification_metrics, true_class_confidence
 from modbalance.model import MultimodalClassifier
 from modbalance.opm import kept_cross_entropy
@@ -34,7 +44,16 @@ from modbalance.train.build import Methods
 from modbalance.train.data import DataBundle, iterate_batches
 from modbalance.train.distributed import DistributedContext, ShardedBatchSampler, gather_objects
 
-__all__ = ["NonFiniteLossError", "NonFiniteWatch", "StepParts", "evaluate", "extract_features", "train_step"]
+__all__ = [
+    "NonFiniteLossError",
+    "NonFiniteWatch",
+    "StepParts",
+    "evaluate",
+    "extract_features",
+    "forward_split",
+    "method_step",
+    "train_step",
+]
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -63,7 +82,7 @@ class StepParts:
         core: the :class:`~modbalance.MultimodalClassifier` itself.
         optimizer: the optimizer.
         scaler: a ``torch.amp.GradScaler`` for fp16, else ``None``.
-        methods: OGM and OPM (either may be ``None``).
+        methods: OGM and OPM (either may be ``None``), or a registered method.
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
         grad_accum_steps: micro-batches per optimizer step.
     """
@@ -160,7 +179,10 @@ def train_step(
     watch: NonFiniteWatch,
 ) -> None:
     """One optimizer step over the batch ``(inputs, target)`` (split into micro-batches)."""
-    ogm, opm = parts.methods
+    if parts.methods.method is not None:
+        method_step(parts, parts.methods.method, inputs, target, epoch=epoch, step=step, sums=sums, watch=watch)
+        return
+    ogm, opm = parts.methods.ogm, parts.methods.opm
     device = target.device
     micro = list(_micro_batches(inputs, target, parts.grad_accum_steps))
     for i, (x, y) in enumerate(micro):
@@ -203,6 +225,51 @@ def train_step(
     parts.optimizer.zero_grad(set_to_none=True)
 
 
+def method_step(
+    parts: StepParts,
+    method: BalancingMethod,
+    inputs: Mapping[str, Tensor],
+    target: Tensor,
+    *,
+    epoch: int,
+    step: int,
+    sums: EpochSums,
+    watch: NonFiniteWatch,
+) -> None:
+    """One optimizer step of a :class:`~modbalance.methods.BalancingMethod` through its hooks.
+
+    The loss of each micro-batch is weighted by its share of the batch; the gradient hook runs
+    once, after the last micro-batch (methods that need the whole batch in one piece refuse
+    gradient accumulation in their ``requires``). Under fp16 the gradients are unscaled before
+    the hook, so that gradient edits see true values.
+    """
+    device = target.device
+    micro = list(_micro_batches(inputs, target, parts.grad_accum_steps))
+    for i, (x, y) in enumerate(micro):
+        last = i == len(micro) - 1
+        no_sync = getattr(parts.model, "no_sync", None)
+        sync_context = no_sync() if (no_sync is not None and not last) else contextlib.nullcontext()
+        with sync_context:
+            with parts.autocast(device):
+                out = method.train_forward(parts.model, x, epoch=epoch)
+                loss = method.loss(parts.core, out, y, epoch=epoch, inputs=x)
+            scaled = loss * (y.shape[0] / target.shape[0])
+            (parts.scaler.scale(scaled) if parts.scaler is not None else scaled).backward()
+        watch.update(loss, step)
+        with torch.no_grad():
+            logits = method.predict(parts.core, out)
+        sums.add_batch(loss.detach(), logits, out.unimodal_logits, y)
+    if parts.scaler is not None:
+        parts.scaler.unscale_(parts.optimizer)
+    method.before_step(parts.core, parts.optimizer, epoch=epoch)
+    if parts.scaler is not None:
+        parts.scaler.step(parts.optimizer)
+        parts.scaler.update()
+    else:
+        parts.optimizer.step()
+    parts.optimizer.zero_grad(set_to_none=True)
+
+
 def _gather_cat(tensor: Tensor, ctx: DistributedContext) -> Tensor:
     """Concatenate every rank's rows, in rank order (identity for one process)."""
     if not ctx.distributed:
@@ -220,8 +287,12 @@ def _forward_split(
     precision: str,
     *,
     with_features: bool = False,
+    method: BalancingMethod | None = None,
 ) -> tuple[Tensor, dict[str, Tensor], Tensor, dict[str, Tensor]]:
-    """Fused logits, uni-modal logits, targets (and features) of a whole split, all ranks' rows."""
+    """Fused logits, uni-modal logits, targets (and features) of a whole split, all ranks' rows.
+
+    With ``method``, the fused logits are its :meth:`~modbalance.methods.BalancingMethod.predict`.
+    """
     size = len(bundle.splits[split])
     sampler = ShardedBatchSampler(size, batch_size, seed=0, shuffle=False, rank=ctx.rank, world_size=ctx.world_size)
     fused, targets = [], []
@@ -230,7 +301,8 @@ def _forward_split(
     for inputs, target in iterate_batches(bundle, split, sampler, device=ctx.device, modalities=core.modalities):
         with autocast(precision, ctx.device):
             out = core(inputs)
-        fused.append(out.logits.float().cpu())
+            logits = out.logits if method is None else method.predict(core, out)
+        fused.append(logits.float().cpu())
         targets.append(target.cpu())
         for m in core.modalities:
             unimodal[m].append(out.unimodal_logits[m].float().cpu())
@@ -257,16 +329,18 @@ def evaluate(
     batch_size: int,
     precision: str = "fp32",
     rule: str = "mean_pairwise",
+    method: BalancingMethod | None = None,
 ) -> dict[str, float]:
     """Loss, accuracy, macro-F1, mAP, per-modality accuracy and ``rho`` of ``split`` (eval mode).
 
     Every rank scores its share of the split (no sample twice); the logits are gathered, so all
-    ranks return the metrics of the whole split.
+    ranks return the metrics of the whole split. With ``method``, the fused logits are its
+    :meth:`~modbalance.methods.BalancingMethod.predict` (e.g. MMCosine's cosine logits).
     """
     was_training = core.training
     core.eval()
     try:
-        fused, unimodal, target, _ = _forward_split(core, bundle, split, ctx, batch_size, precision)
+        fused, unimodal, target, _ = _forward_split(core, bundle, split, ctx, batch_size, precision, method=method)
     finally:
         core.train(was_training)
     record = {"loss": float(F.cross_entropy(fused, target))}
@@ -277,6 +351,30 @@ def evaluate(
         scores = {m: true_class_confidence(logits, target) for m, logits in unimodal.items()}
         record.update({f"rho/{m}": float(r) for m, r in discrepancy_ratios(scores, rule).items()})  # type: ignore[arg-type]
     return record
+
+
+def forward_split(
+    core: MultimodalClassifier,
+    bundle: DataBundle,
+    split: str,
+    ctx: DistributedContext,
+    *,
+    batch_size: int,
+    precision: str = "fp32",
+) -> SplitOutputs:
+    """A whole split through the model in eval mode, no gradients, all ranks' rows, on the CPU.
+
+    What :class:`~modbalance.methods.EpochContext` ``.forward(split)`` gives a method.
+    """
+    was_training = core.training
+    core.eval()
+    try:
+        fused, unimodal, target, features = _forward_split(
+            core, bundle, split, ctx, batch_size, precision, with_features=True
+        )
+    finally:
+        core.train(was_training)
+    return SplitOutputs(fused, unimodal, features, target)
 
 
 def extract_features(

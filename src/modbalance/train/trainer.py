@@ -3,7 +3,7 @@
 The same function serves one process and ``torchrun`` (the model is wrapped in
 ``DistributedDataParallel``, each rank reads its share of every global batch, metrics are
 summed over ranks, only rank 0 writes files), and resumes from a run folder exactly: the last
-checkpoint holds the model, optimizer, scheduler, scaler, OGM and OPM states, every rank's RNG
+checkpoint holds the model, optimizer, scheduler, scaler, OGM, OPM and method states, every rank's RNG
 states, the position in the data order (epoch and batch), the partial sums of the current epoch,
 the best validation value so far and the metrics history.
 """
@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from modbalance.methods import EpochContext
 from modbalance.metrics import EpochSums
 from modbalance.runfolder import RunFiles, RunLock, write_json, writing
 from modbalance.train.build import build_methods, build_model, build_optimizer
@@ -55,7 +56,15 @@ from modbalance.train.distributed import (
     shutdown_distributed,
 )
 from modbalance.train.finish import finish_run
-from modbalance.train.loop import NonFiniteLossError, NonFiniteWatch, StepParts, evaluate, non_finite_error, train_step
+from modbalance.train.loop import (
+    NonFiniteLossError,
+    NonFiniteWatch,
+    StepParts,
+    evaluate,
+    forward_split,
+    non_finite_error,
+    train_step,
+)
 from modbalance.train.validate import check_modalities
 
 __all__ = ["run", "run_folder"]
@@ -292,12 +301,12 @@ class _Trainer:
             logger.warning("train.num_workers=%d is not used: the lab's data is in memory", config.train.num_workers)
         _check_model_size(config, self.bundle)
         self.core = build_model(config, self.bundle).to(ctx.device)
-        self.methods = build_methods(config, self.core, ctx.device)
+        self.methods = build_methods(config, self.core, ctx.device, distributed=ctx.distributed)
         model: torch.nn.Module = self.core
         if ctx.distributed:
             device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
             model = torch.nn.parallel.DistributedDataParallel(self.core, device_ids=device_ids)
-        self.optimizer, self.scheduler = build_optimizer(config, self.core)
+        self.optimizer, self.scheduler = build_optimizer(config, self.core, self.methods.method)
         scaler = torch.amp.GradScaler(ctx.device.type) if config.train.precision == "fp16" else None
         self.parts = StepParts(
             model,
@@ -327,9 +336,13 @@ class _Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _state(self) -> dict[str, Any]:
-        """The resumable state; every rank contributes its RNG and OPM states."""
-        opm = self.methods.opm
-        rank_state = {"rng": capture_rng_state(), "opm": opm.state_dict() if opm is not None else None}
+        """The resumable state; every rank contributes its RNG, OPM and method states."""
+        opm, method = self.methods.opm, self.methods.method
+        rank_state = {
+            "rng": capture_rng_state(),
+            "opm": opm.state_dict() if opm is not None else None,
+            "method": method.state_dict() if method is not None else None,
+        }
         return {
             "format": "modbalance-run/1",
             "config": self.config_yaml,
@@ -385,6 +398,8 @@ class _Trainer:
         mine = state["ranks"][self.ctx.rank]
         if self.methods.opm is not None:
             self.methods.opm.load_state_dict(mine["opm"])
+        if self.methods.method is not None:
+            self.methods.method.load_state_dict(mine["method"])
         restore_rng_state(mine["rng"])
         self.epoch, self.start_batch = state["position"]["epoch"], state["position"]["batch"]
         self.global_step, self.best, self.history = state["global_step"], state["best"], state["history"]
@@ -421,6 +436,7 @@ class _Trainer:
                 self.files,
                 self.core,
                 self.bundle,
+                method=self.methods.method,
                 history=self.history,
                 global_step=self.global_step,
                 wall_time_s=self.elapsed + time.perf_counter() - self._started,
@@ -465,6 +481,11 @@ class _Trainer:
         self.core.train()
         if self.methods.opm is not None:
             self.methods.opm.train()
+        method = self.methods.method
+        if method is not None:
+            method.train()
+            if self.start_batch == 0:  # resuming mid-epoch: the state saved after this hook is restored
+                method.on_epoch_start(self.core, self._epoch_context())
         self.sampler.set_epoch(self.epoch)
         self.sampler.set_start_batch(self.start_batch)
         self.bundle.set_epoch(self.epoch)  # train-time frames/crops are drawn from (seed, epoch, index)
@@ -496,6 +517,17 @@ class _Trainer:
         watch.check(self.epoch)
         return False
 
+    def _epoch_context(self) -> EpochContext:
+        """What a method's epoch hooks receive: the epoch and a whole-split forward pass."""
+        train = self.config.train
+
+        def forward(split: str) -> Any:
+            return forward_split(
+                self.core, self.bundle, split, self.ctx, batch_size=train.eval_batch_size, precision=train.precision
+            )
+
+        return EpochContext(self.epoch, forward)
+
     def _skipped(self, roles: list[str] | None, when: str) -> dict[str, Any]:
         """Every rank's skipped samples of ``roles`` since the last call, as record keys; logged by name."""
         found = merge_skipped(gather_objects(self.bundle.report_skipped(roles), self.ctx))
@@ -516,6 +548,8 @@ class _Trainer:
         """Epoch record (train sums reduced over ranks, validation), best checkpoint, scheduler, last checkpoint."""
         train_record = self.sums.compute(lambda sums: reduce_sums(sums, self.ctx))
         self._check_weights()  # NaN weights are a divergence, not bad validation data
+        method = self.methods.method
+        method_record = method.on_epoch_end(self.core, self._epoch_context()) if method is not None else {}
         val_record = evaluate(
             self.core,
             self.bundle,
@@ -524,6 +558,7 @@ class _Trainer:
             batch_size=self.config.train.eval_batch_size,
             precision=self.config.train.precision,
             rule=self.config.method.rule,
+            method=method,
         )
         record: dict[str, Any] = {
             "epoch": self.epoch,
@@ -532,6 +567,7 @@ class _Trainer:
         }
         record.update({f"train/{k}": v for k, v in train_record.items()})
         record.update({f"val/{k}": v for k, v in val_record.items()})
+        record.update({f"method/{k}": float(v) for k, v in method_record.items()})
         record.update(self._skipped(["train", "val"], f"epoch {self.epoch}"))
         self.history.append(record)
         self.files.append_record(record)
@@ -551,6 +587,7 @@ class _Trainer:
                             "config": self.config_yaml,
                             "select_metric": self.config.train.select_metric,
                             "value": value,
+                            "method": method.state_dict() if method is not None else None,
                         },
                     )
         if self.scheduler is not None:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # annotations only: config.py imports this module to validate
 
 __all__ = [
     "BALANCING_METHODS",
+    "METHOD_COMPONENTS",
     "OPTIMIZERS",
     "PRECISIONS",
     "SCHEDULERS",
@@ -29,8 +30,16 @@ __all__ = [
     "validate_sections",
 ]
 
-#: Multimodal methods; ``unimodal:<modality>`` trains one modality alone.
+#: Multimodal methods built into the trainer; ``unimodal:<modality>`` trains one modality alone.
+#: The methods of :data:`modbalance.methods.METHODS` are allowed as well (:func:`method_names`).
 BALANCING_METHODS: tuple[str, ...] = ("joint", "ogm", "ogm_ge", "opm", "opm+ogm")
+#: The components of each built-in method that ``method.windows.<component>`` may give a window.
+METHOD_COMPONENTS: dict[str, tuple[str, ...]] = {
+    "ogm": ("ogm",),
+    "ogm_ge": ("ogm",),
+    "opm": ("opm",),
+    "opm+ogm": ("ogm", "opm"),
+}
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "adamw")
 SCHEDULERS: tuple[str, ...] = ("none", "step", "cosine")
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
@@ -53,12 +62,60 @@ def _unit_interval(key: str, value: float) -> None:
         raise ConfigError(f"{key}={value!r} is out of range: must be in [0, 1]")
 
 
+def method_names() -> list[str]:
+    """Every allowed ``method.name`` (``unimodal:<modality>`` aside): built-in, then registered.
+
+    Example:
+        >>> method_names()[:5], "mslr" in method_names()
+        (['joint', 'ogm', 'ogm_ge', 'opm', 'opm+ogm'], True)
+    """
+    from modbalance.methods import METHODS
+
+    return [*BALANCING_METHODS, *METHODS.names()]
+
+
+def _check_window(key: str, start: int, end: int | None) -> None:
+    _at_least(f"{key}.start_epoch", start, 0)
+    if end is not None and end < start:
+        raise ConfigError(f"{key}.end_epoch={end} is out of range: must be null or >= {key}.start_epoch ({start})")
+
+
+def _check_registered(config: ExperimentConfig) -> None:
+    """A :data:`~modbalance.methods.METHODS` method: its options build it (names the bad option)."""
+    from modbalance.methods import METHODS, create_method
+
+    method = config.method
+    if method.name not in METHODS:
+        if method.options:
+            raise ConfigError(
+                f"method.options={method.options!r}: options are for the methods of modbalance.methods "
+                f"({', '.join(METHODS.names())}); method.name={method.name!r} uses the typed method.* keys"
+            )
+        return
+    for key in ("start_epoch", "end_epoch"):
+        if key in method.options:
+            raise ConfigError(f"method.options.{key}: set the window with method.{key}, not in method.options")
+    try:
+        create_method(method.name, start_epoch=method.start_epoch, end_epoch=method.end_epoch, **method.options)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"method.options (method.name={method.name!r}): {error}") from None
+
+
 def _check_method(config: ExperimentConfig) -> None:
     method = config.method
     if not method.name.startswith("unimodal:"):
-        _allowed("method.name", method.name, [*BALANCING_METHODS, "unimodal:<modality>"])
+        _allowed("method.name", method.name, [*method_names(), "unimodal:<modality>"])
     elif not method.name.split(":", 1)[1]:
         raise ConfigError("method.name='unimodal:' needs a modality, e.g. unimodal:audio")
+    components = METHOD_COMPONENTS.get(method.name, ())
+    for component, window in method.windows.items():
+        if component not in components:
+            allowed = ", ".join(components) if components else "none (use method.start_epoch/end_epoch)"
+            raise ConfigError(
+                f"method.windows.{component}: method.name={method.name!r} has no component {component!r} "
+                f"to give a window. Allowed: {allowed}"
+            )
+        _check_window(f"method.windows.{component}", window.start_epoch, window.end_epoch)
     _at_least("method.alpha", method.alpha, 0.0)
     _allowed("method.coefficient", method.coefficient, COEFFICIENTS)
     _allowed("method.space", method.space, SPACES)
@@ -74,6 +131,7 @@ def _check_method(config: ExperimentConfig) -> None:
     _unit_interval("method.q_base", method.q_base)
     _unit_interval("method.p_exe", method.p_exe)
     _at_least("method.lam", method.lam, 0.0)
+    _check_registered(config)
 
 
 def _check_optim(config: ExperimentConfig) -> None:
@@ -265,7 +323,7 @@ def check_modalities(config: ExperimentConfig, data_modalities: Sequence[str]) -
             f"method.name={name!r} names modality {name.split(':', 1)[1]!r}, absent from the data. "
             f"Allowed values: {allowed}"
         )
-    if name in BALANCING_METHODS and name != "joint" and len(data_modalities) < 2:
+    if name != "joint" and name in method_names() and len(data_modalities) < 2:
         raise ConfigError(
             f"method.name={name!r} balances modalities and needs two or more; the data has {data_modalities}"
         )
