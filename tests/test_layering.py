@@ -11,10 +11,14 @@ Layers, bottom up:
   trainer.
 
 Every ``import`` counts, wherever it is written: at module level, inside a function (a lazy
-import is still a dependency, only a later one) or in a docstring-free ``try`` block. Imports
+import is still a dependency, only a later one) or in a ``try`` block. Imports
 under ``if TYPE_CHECKING:`` do not count: they never run. The cycle check uses the same edges,
 lazy ones included, so a pair of modules that import each other, one of them lazily (which
-Python tolerates), is reported as well.
+Python tolerates), is reported as well. Python's implicit import of a parent package
+(``import modbalance.train.x`` runs ``modbalance/train/__init__.py`` first) is not an edge of the
+cycle graph (every package would otherwise be a cycle with its submodules), but it counts for
+what a module loads: the report check follows it, and also imports ``modbalance.report`` in a
+fresh interpreter to see what it really loads.
 """
 
 from __future__ import annotations
