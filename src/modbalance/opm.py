@@ -285,8 +285,10 @@ class OPM(nn.Module):
         if not graph:
             vector = vector.detach()
         if _distributed.resolve_sync(self.sync):
-            # The global sum; the gradient (if any) reaches this rank's own scores only.
-            vector = vector + (_distributed.all_reduce_sum(vector.detach()) - vector.detach())
+            # The global sum (exact, the same on every rank); with a graph, its gradient reaches
+            # this rank's own scores only.
+            total = _distributed.all_reduce_sum(vector.detach())
+            vector = vector + (total - vector).detach() if graph else total
         q_graph = _drop_prob_vector(self._ratios(vector), self.q_base, self.lam)
         with torch.no_grad():
             q = q_graph.detach()
