@@ -97,3 +97,35 @@ def test_ogm_ratio_eps_rejects_bad_values():
     audio, visual = encoders()
     with pytest.raises(ValueError, match=re.escape("ratio_eps must be a finite number >= 0, got -1")):
         OGM({"audio": audio, "visual": visual}, alpha=0.3, ratio_eps=-1)
+
+
+#: Dataset settings named after a code base -> the reference preset of that code base.
+CODE_BASE = {"ogm_ge": "cvpr2022_code", "tpami": "tpami2024_code", "balancebench": "balancebenchmark"}
+
+
+def test_generated_configs_agree_with_the_reference_preset_of_their_code_base():
+    """The trainer's configs and REFERENCE_PRESETS state the same facts where both state them."""
+    pytest.importorskip("omegaconf")
+    from modbalance.data.presets import config_names
+    from modbalance.train import load_config
+
+    checked = 0
+    for name in config_names():
+        setting, method = name.rsplit("_", 1) if not name.endswith("_ogm_ge") else (name[: -len("_ogm_ge")], "ogm_ge")
+        code_base = CODE_BASE.get(setting.split("/")[1])
+        if code_base is None or method == "joint":
+            continue
+        config = load_config(name, ["data.root=/nonexistent"]).method
+        if method == "opm":
+            reference = opm_preset(code_base)
+            keys = ("q_base", "lam", "p_exe", "rescale", "start_epoch", "end_epoch")
+            assert {k: getattr(config, k) for k in keys} == {k: reference[k] for k in keys}, name
+        else:
+            reference = ogm_preset(code_base)
+            assert (config.coefficient, config.start_epoch) == (reference["coefficient"], reference["start_epoch"])
+            if setting != "cremad/tpami":  # the journal's CREMA-D window 0-80 comes from the maintainer (BML #3)
+                assert config.end_epoch == reference["end_epoch"], name
+            if isinstance(reference["param_filter"], str):
+                assert config.param_filter == reference["param_filter"], name
+        checked += 1
+    assert checked == 13

@@ -122,10 +122,12 @@ def _sigmas(grads: list[Tensor]) -> Tensor:
     """Unbiased std per tensor from one grouped norm and one sum each; ``-1`` where the mean dominates."""
     if not grads:
         return torch.zeros(0)
+    # At least float32 (half gradients accumulate in float32), float64 where a gradient is float64.
+    dtype = torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
     with torch.no_grad():
-        squares = torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float32)).square()
-        sums = torch.stack([g.sum(dtype=torch.float32) for g in grads])
-        n = torch.tensor([g.numel() for g in grads], dtype=torch.float32, device=sums.device)
+        squares = torch.stack(torch._foreach_norm(grads, 2, dtype=dtype)).square()
+        sums = torch.stack([g.sum(dtype=dtype) for g in grads])
+        n = torch.tensor([g.numel() for g in grads], dtype=dtype, device=sums.device)
         mean_square = sums.square() / n
         var = (squares - mean_square) / (n - 1).clamp_min(1)
         var = torch.where(n > 1, var, torch.zeros_like(var))
@@ -435,20 +437,21 @@ class OGM:
         return dict(self.last_coefficients)
 
     def _noise_sigmas(self, grads: list[Tensor]) -> Tensor:
-        """``(N,)`` float32: each gradient's unbiased std, from its sum and sum of squares.
+        """``(N,)`` float32 (float64 for float64 gradients): each gradient's unbiased std, from its sum and sum of squares.
 
         One grouped norm (``_foreach_norm``) and one sum per tensor, split over the CPU streams:
         ``var = (sum(g^2) - sum(g)^2 / n) / (n - 1)``, 0 for one-element tensors. Where the mean
         dominates (``mean^2 > 100 var``, cancellation would cost digits), the value is ``-1``:
         :meth:`_add_noise` then takes ``torch.std`` of that tensor instead. No host sync.
         """
-        sigmas = torch.zeros(len(grads), device=grads[0].device)
+        dtype = torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
+        sigmas = torch.zeros(len(grads), dtype=dtype, device=grads[0].device)
         for device, indices in _by_device(grads).items():
             streams = _partition([grads[i].numel() for i in indices], NOISE_STREAMS if device.type == "cpu" else 1)
             chunks = [[indices[j] for j in stream] for stream in streams]
             tasks = [partial(_sigmas, [grads[i] for i in chunk]) for chunk in chunks]
             for chunk, values in zip(chunks, _in_parallel(tasks, self._threads()), strict=True):
-                sigmas[chunk] = values.to(sigmas.device)
+                sigmas[chunk] = values.to(sigmas.device, sigmas.dtype)
         return sigmas
 
     def _add_noise(self, grads: list[Tensor], sigmas: list[float], scales: list[float]) -> None:

@@ -317,8 +317,10 @@ class OPM(nn.Module):
         if not graph:
             vector = vector.detach()
         if _distributed.resolve_sync(self.sync):
-            # The global sum; the gradient (if any) reaches this rank's own scores only.
-            vector = vector + (_distributed.all_reduce_sum(vector.detach()) - vector.detach())
+            # The global sum (exact, the same on every rank); with a graph, its gradient reaches
+            # this rank's own scores only.
+            total = _distributed.all_reduce_sum(vector.detach())
+            vector = vector + (total - vector).detach() if graph else total
         # One host synchronisation per active step: non-finite or negative scores are refused,
         # as discrepancy_ratios refuses them (they would silently give q = 0).
         _check_scores(names, torch.cat([torch.isfinite(vector.detach()), vector.detach() >= 0]).tolist())

@@ -1,6 +1,10 @@
-"""Dataset presets: the data, optimiser, schedule and method settings of the reference code, per dataset.
+"""Dataset settings: the data, optimiser, schedule and method settings of the reference code, per dataset.
 
-Each preset is a plain dict that maps onto the sections of a training config:
+Each setting (a key of :data:`DATASET_PRESETS`, a name kept from before the word "preset" was reserved
+for the OGM/OPM reference presets of :mod:`modbalance.presets`) is defined once, here, as a plain dict
+that maps onto the sections of a training config; the shipped YAML configs
+``configs/<dataset>/<setting>_<method>.yaml`` are generated from it and :data:`CONFIG_NOTES` by
+:func:`render_config` (``python docs/make_configs.py``; ``tests/test_configs.py`` checks them):
 
 * ``"data"``: keyword options of :func:`~modbalance.data.registry.build_dataset` (``name`` included; add
   ``root``); all scalars.
@@ -8,12 +12,12 @@ Each preset is a plain dict that maps onto the sections of a training config:
 * ``"optim"``: optimiser and learning-rate schedule.
 * ``"method"``: OGM(-GE) and OPM settings, keyed by method; ``None`` where the value is not published.
 * ``"train"``: batch size, epochs, seed.
-* ``"shapes"``: the per-sample tensor shape of each modality under this preset (what reaches the encoders,
+* ``"shapes"``: the per-sample tensor shape of each modality under this setting (what reaches the encoders,
   before batching).
 
 Provenance tags: [OGM-GE code] ``GeWu-Lab/OGM-GE_CVPR2022``, [TPAMI code] ``GeWu-Lab/BML_TPAMI2024``,
 [BB code] ``GeWu-Lab/BalanceBenchmark``, [maintainer, BML #N] an author's answer in issue N of
-``BML_TPAMI2024``; each preset says where its numbers come from. Presets for
+``BML_TPAMI2024``; each setting says where its numbers come from. Settings for
 the datasets the official code does not cover (VGGSound data settings aside, AVE, UCF-101, MOSEI) are
 **ours**: the reference data pipeline with the published hyper-parameters where there are any.
 
