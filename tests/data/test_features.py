@@ -149,3 +149,15 @@ def test_bad_inputs_are_named(tmp_path: Path) -> None:
         FeatureTables(tmp_path, "train", views={"a": "a.npy"}, labels="labels.csv:label", splits="short_split.npy")
     with pytest.raises(ValueError, match="give 'labels'"):
         FeatureTables(tmp_path, "train", views={"a": "a.npy"})
+
+
+def test_parquet_views_with_a_label_column(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    written = _tables(tmp_path)
+    columns = {"x": written["c"][:, 0], "y": written["c"][:, 1], "z": written["c"][:, 2], "label": written["labels"]}
+    pq.write_table(pa.table(columns), tmp_path / "c.parquet")
+    options = {**OPTIONS, "views": {"c": "c.parquet"}}
+    data = FeatureTables(tmp_path, "train", standardize=False, **options)
+    np.testing.assert_allclose(data.features["c"].numpy(), written["c"][:18])
+    assert [data.classes[t] for t in data.targets.tolist()] == written["labels"][:18].tolist()
