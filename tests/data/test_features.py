@@ -147,6 +147,9 @@ def test_bad_inputs_are_named(tmp_path: Path) -> None:
     np.save(tmp_path / "short_split.npy", np.array(["train"] * 29))
     with pytest.raises(DataFileError, match=r"29 split assignments, but modality 'a' \(.*a\.npy\) has 30 rows"):
         FeatureTables(tmp_path, "train", views={"a": "a.npy"}, labels="labels.csv:label", splits="short_split.npy")
+    np.save(tmp_path / "words.npy", np.array([["a"]] * 30))
+    with pytest.raises(DataFileError, match=r"words\.npy: modality 'w': <U1 values, expected numbers"):
+        FeatureTables(tmp_path, "train", views={"w": "words.npy"}, labels="labels.csv:label")
     with pytest.raises(ValueError, match="give 'labels'"):
         FeatureTables(tmp_path, "train", views={"a": "a.npy"})
 

@@ -454,6 +454,8 @@ class FeatureTables:
                 raise MissingFileError(path, f"modality {modality!r}") from error
             except DataFileError as error:
                 raise DataFileError(path, f"modality {modality!r}: {error.problem}", reason=error.reason) from error
+            if table.dtype.kind not in "biuf":
+                raise DataFileError(path, f"modality {modality!r}: {table.dtype} values, expected numbers")
             tables[modality], sources[modality] = table, path
             if found is not None:
                 column_labels[modality] = found
