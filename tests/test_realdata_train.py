@@ -91,9 +91,8 @@ def test_quick_real_demo_on_fixture_files_reports_every_method_and_view(tmp_path
     rows = [line for line in result.table.splitlines() if line.startswith("| ") and "---" not in line]
     header = rows[0]
     assert all(f"{v} probe" in header for v in MFEAT_VIEWS)
-    assert [r.split("|")[1].strip() for r in rows[1:]] == [
-        *REAL_DEMO_METHODS,
-        *(f"unimodal:{v}" for v in MFEAT_VIEWS),
-    ]
+    names = [r.split("|")[1].strip() for r in rows[1:]]
+    assert names[:4] == list(REAL_DEMO_METHODS)
+    assert sorted(names[4:]) == sorted(f"unimodal:{v}" for v in MFEAT_VIEWS)
     assert "UCI Multiple Features" in result.report.read_text()
     assert (tmp_path / "out" / "data" / "prepared" / "manifest.json").is_file()

@@ -147,5 +147,20 @@ def test_bad_inputs_are_named(tmp_path: Path) -> None:
     np.save(tmp_path / "short_split.npy", np.array(["train"] * 29))
     with pytest.raises(DataFileError, match=r"29 split assignments, but modality 'a' \(.*a\.npy\) has 30 rows"):
         FeatureTables(tmp_path, "train", views={"a": "a.npy"}, labels="labels.csv:label", splits="short_split.npy")
+    np.save(tmp_path / "words.npy", np.array([["a"]] * 30))
+    with pytest.raises(DataFileError, match=r"words\.npy: modality 'w': <U1 values, expected numbers"):
+        FeatureTables(tmp_path, "train", views={"w": "words.npy"}, labels="labels.csv:label")
     with pytest.raises(ValueError, match="give 'labels'"):
         FeatureTables(tmp_path, "train", views={"a": "a.npy"})
+
+
+def test_parquet_views_with_a_label_column(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    written = _tables(tmp_path)
+    columns = {"x": written["c"][:, 0], "y": written["c"][:, 1], "z": written["c"][:, 2], "label": written["labels"]}
+    pq.write_table(pa.table(columns), tmp_path / "c.parquet")
+    options = {**OPTIONS, "views": {"c": "c.parquet"}}
+    data = FeatureTables(tmp_path, "train", standardize=False, **options)
+    np.testing.assert_allclose(data.features["c"].numpy(), written["c"][:18])
+    assert [data.classes[t] for t in data.targets.tolist()] == written["labels"][:18].tolist()

@@ -454,6 +454,8 @@ class FeatureTables:
                 raise MissingFileError(path, f"modality {modality!r}") from error
             except DataFileError as error:
                 raise DataFileError(path, f"modality {modality!r}: {error.problem}", reason=error.reason) from error
+            if table.dtype.kind not in "biuf":
+                raise DataFileError(path, f"modality {modality!r}: {table.dtype} values, expected numbers")
             tables[modality], sources[modality] = table, path
             if found is not None:
                 column_labels[modality] = found
@@ -530,7 +532,9 @@ class FeatureTables:
         return int(self.targets.shape[0])
 
     def __getitem__(self, index: Any) -> tuple[dict[str, Tensor], Any]:
-        """One sample ``({m: (...)}, int)``, or with a 1-D index tensor a batch ``({m: (B, ...)}, (B,))``."""
+        """One sample ``({m: (...)}, int)``; a 1-D index (tensor, array, list): a batch ``({m: (B, ...)}, (B,))``."""
+        if not isinstance(index, Tensor) and hasattr(index, "__len__"):
+            index = torch.as_tensor(index, dtype=torch.long)
         if isinstance(index, Tensor):
             return {m: x[index] for m, x in self.features.items()}, self.targets[index]
         return {m: x[index] for m, x in self.features.items()}, int(self.targets[index])

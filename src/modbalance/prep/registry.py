@@ -47,7 +47,7 @@ class Preparer:
     def lister_options(self) -> list[str]:
         """The keyword options the lister accepts."""
         parameters = inspect.signature(self.load_lister()).parameters
-        skip = 2 if self.whole else 1  # prepare_mosei(raw, out, ...) does the whole job
+        skip = 2 if self.whole else 1  # prepare_x(raw, out, ...) does the whole job
         return [name for name in list(parameters)[skip:]]
 
 

@@ -2,7 +2,7 @@
 
 Two kinds of splits:
 
-* **batched** (the imbalance lab): tensors in memory; ``split[index_tensor]`` returns a whole
+* **batched** (the imbalance lab, feature tables): tensors in memory; ``split[index_tensor]`` returns a whole
   collated batch, so a batch is one indexing operation, without a per-sample Python loop;
 * **map-style** (benchmarks from :func:`modbalance.data.registry.build_dataset`): read through a
   ``DataLoader`` with ``batch_sampler=`` a :class:`~modbalance.train.distributed.ShardedBatchSampler`.
