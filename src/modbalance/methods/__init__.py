@@ -63,6 +63,7 @@ def create_method(name: str, **options: object) -> BalancingMethod:
 # Each method module registers itself in METHODS on import.
 # methods-b's modules (gradient and schedule methods), registered the same way.
 from modbalance.methods import inforeg as _inforeg  # noqa: E402, F401
+from modbalance.methods import mla as _mla  # noqa: E402, F401
 from modbalance.methods import mmpareto as _mmpareto  # noqa: E402, F401
 from modbalance.methods import relearning as _relearning  # noqa: E402, F401
 from modbalance.methods.mslr import MSLR  # noqa: E402
