@@ -22,6 +22,7 @@ from modbalance.methods.base import (
     MethodRequirementError,
     Requirements,
     SplitOutputs,
+    head_weights,
     unimodal_logits_with_grad,
 )
 from modbalance.registry import Registry
@@ -31,10 +32,12 @@ __all__ = [
     "MSLR",
     "BalancingMethod",
     "EpochContext",
+    "MMCosine",
     "MethodRequirementError",
     "Requirements",
     "SplitOutputs",
     "create_method",
+    "head_weights",
     "unimodal_logits_with_grad",
 ]
 
@@ -61,4 +64,5 @@ def create_method(name: str, **options: object) -> BalancingMethod:
 
 
 # Each method module registers itself in METHODS on import.
+from modbalance.methods.mmcosine import MMCosine  # noqa: E402
 from modbalance.methods.mslr import MSLR  # noqa: E402
