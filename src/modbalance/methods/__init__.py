@@ -22,6 +22,7 @@ from modbalance.methods.base import (
     MethodRequirementError,
     Requirements,
     SplitOutputs,
+    head_weights,
     unimodal_logits_with_grad,
 )
 from modbalance.registry import Registry
@@ -31,10 +32,12 @@ __all__ = [
     "MSLR",
     "BalancingMethod",
     "EpochContext",
+    "MMCosine",
     "MethodRequirementError",
     "Requirements",
     "SplitOutputs",
     "create_method",
+    "head_weights",
     "unimodal_logits_with_grad",
 ]
 
@@ -61,6 +64,8 @@ def create_method(name: str, **options: object) -> BalancingMethod:
 
 
 # Each method module registers itself in METHODS on import.
+from modbalance.methods.mmcosine import MMCosine  # noqa: E402
+
 # methods-b's modules (gradient and schedule methods), registered the same way.
 from modbalance.methods import inforeg as _inforeg  # noqa: E402, F401
 from modbalance.methods import mla as _mla  # noqa: E402, F401
