@@ -63,12 +63,11 @@ def create_method(name: str, **options: object) -> BalancingMethod:
     return METHODS.create(name, **options)
 
 
-# Each method module registers itself in METHODS on import.
-from modbalance.methods.mmcosine import MMCosine  # noqa: E402
-
-# methods-b's modules (gradient and schedule methods), registered the same way.
+# Each method module registers itself in METHODS on import (methods-a: mmcosine, mslr; methods-b:
+# inforeg, mla, mmpareto, relearning).
 from modbalance.methods import inforeg as _inforeg  # noqa: E402, F401
 from modbalance.methods import mla as _mla  # noqa: E402, F401
 from modbalance.methods import mmpareto as _mmpareto  # noqa: E402, F401
 from modbalance.methods import relearning as _relearning  # noqa: E402, F401
+from modbalance.methods.mmcosine import MMCosine  # noqa: E402
 from modbalance.methods.mslr import MSLR  # noqa: E402
