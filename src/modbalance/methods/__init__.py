@@ -30,6 +30,7 @@ from modbalance.registry import Registry
 __all__ = [
     "METHODS",
     "MSLR",
+    "PMR",
     "BalancingMethod",
     "EpochContext",
     "MMCosine",
@@ -66,3 +67,4 @@ def create_method(name: str, **options: object) -> BalancingMethod:
 # Each method module registers itself in METHODS on import.
 from modbalance.methods.mmcosine import MMCosine  # noqa: E402
 from modbalance.methods.mslr import MSLR  # noqa: E402
+from modbalance.methods.pmr import PMR  # noqa: E402
