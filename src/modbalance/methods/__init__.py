@@ -29,11 +29,16 @@ from modbalance.registry import Registry
 
 __all__ = [
     "METHODS",
+    "MLA",
     "MSLR",
+    "PMR",
     "BalancingMethod",
     "EpochContext",
+    "InfoReg",
     "MMCosine",
+    "MMPareto",
     "MethodRequirementError",
+    "ReLearning",
     "Requirements",
     "SplitOutputs",
     "create_method",
@@ -63,11 +68,11 @@ def create_method(name: str, **options: object) -> BalancingMethod:
     return METHODS.create(name, **options)
 
 
-# Each method module registers itself in METHODS on import (methods-a: mmcosine, mslr; methods-b:
-# inforeg, mla, mmpareto, relearning).
-from modbalance.methods import inforeg as _inforeg  # noqa: E402, F401
-from modbalance.methods import mla as _mla  # noqa: E402, F401
-from modbalance.methods import mmpareto as _mmpareto  # noqa: E402, F401
-from modbalance.methods import relearning as _relearning  # noqa: E402, F401
+# Each method module registers itself in METHODS on import.
+from modbalance.methods.inforeg import InfoReg  # noqa: E402
+from modbalance.methods.mla import MLA  # noqa: E402
 from modbalance.methods.mmcosine import MMCosine  # noqa: E402
+from modbalance.methods.mmpareto import MMPareto  # noqa: E402
 from modbalance.methods.mslr import MSLR  # noqa: E402
+from modbalance.methods.pmr import PMR  # noqa: E402
+from modbalance.methods.relearning import ReLearning  # noqa: E402
