@@ -35,6 +35,7 @@ MODULES: tuple[str, ...] = (
     "modbalance.fusion",
     "modbalance.scores",
     "modbalance.presets",
+    "modbalance.methods",
     "modbalance.encoders",
     "modbalance.data",
     "modbalance.train",

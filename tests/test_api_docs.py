@@ -39,6 +39,7 @@ STRICT = (
     "modbalance.fusion",
     "modbalance.scores",
     "modbalance.presets",
+    "modbalance.methods",
     "modbalance.encoders",
     "modbalance.metrics",
     "modbalance.probe",

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 #: Sub-command modules under ``modbalance.commands``, in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ("demo", "train", "eval", "report", "prep")
+COMMANDS: tuple[str, ...] = ("demo", "train", "compare", "eval", "report", "prep")
 
 
 def build_parser() -> argparse.ArgumentParser:

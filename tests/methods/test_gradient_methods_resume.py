@@ -1,4 +1,4 @@
-"""MMPareto, InfoReg and Re-learning in the trainer: a run cut mid-epoch and resumed equals an uncut one."""
+"""MMPareto, InfoReg, Re-learning and MLA in the trainer: a run cut mid-epoch and resumed equals an uncut one."""
 
 from __future__ import annotations
 
@@ -15,8 +15,13 @@ from modbalance.train.checkpoint import load_checkpoint
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "overrides",
-    [["method.name=mmpareto"], ["method.name=inforeg"], ["method.name=relearning", "method.options.reinit_epoch=1"]],
-    ids=["mmpareto", "inforeg", "relearning"],
+    [
+        ["method.name=mmpareto"],
+        ["method.name=inforeg"],
+        ["method.name=relearning", "method.options.reinit_epoch=1"],
+        ["method.name=mla", "method.options.dynamic=true"],
+    ],
+    ids=["mmpareto", "inforeg", "relearning", "mla"],
 )
 def test_resume_mid_epoch_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: list[str]) -> None:
     base = [f"output_dir={tmp_path}", "train.device=cpu", "train.probe=false", "train.epochs=3"]

@@ -22,19 +22,27 @@ from modbalance.methods.base import (
     MethodRequirementError,
     Requirements,
     SplitOutputs,
+    head_weights,
     unimodal_logits_with_grad,
 )
 from modbalance.registry import Registry
 
 __all__ = [
     "METHODS",
+    "MLA",
     "MSLR",
+    "PMR",
     "BalancingMethod",
     "EpochContext",
+    "InfoReg",
+    "MMCosine",
+    "MMPareto",
     "MethodRequirementError",
+    "ReLearning",
     "Requirements",
     "SplitOutputs",
     "create_method",
+    "head_weights",
     "unimodal_logits_with_grad",
 ]
 
@@ -61,8 +69,10 @@ def create_method(name: str, **options: object) -> BalancingMethod:
 
 
 # Each method module registers itself in METHODS on import.
-# methods-b's modules (gradient and schedule methods), registered the same way.
-from modbalance.methods import inforeg as _inforeg  # noqa: E402, F401
-from modbalance.methods import mmpareto as _mmpareto  # noqa: E402, F401
-from modbalance.methods import relearning as _relearning  # noqa: E402, F401
+from modbalance.methods.inforeg import InfoReg  # noqa: E402
+from modbalance.methods.mla import MLA  # noqa: E402
+from modbalance.methods.mmcosine import MMCosine  # noqa: E402
+from modbalance.methods.mmpareto import MMPareto  # noqa: E402
 from modbalance.methods.mslr import MSLR  # noqa: E402
+from modbalance.methods.pmr import PMR  # noqa: E402
+from modbalance.methods.relearning import ReLearning  # noqa: E402

@@ -66,7 +66,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -81,6 +81,7 @@ __all__ = [
     "MethodRequirementError",
     "Requirements",
     "SplitOutputs",
+    "head_weights",
     "unimodal_logits_with_grad",
 ]
 
@@ -179,14 +180,53 @@ class EpochContext:
     forward: Callable[[str], SplitOutputs] | None = None
 
 
+def head_weights(model: MultimodalClassifier) -> dict[str, tuple[Tensor, Tensor | None]]:
+    r"""Each modality's ``(C, D_m)`` block of the linear fusion head and its bias share (or ``None``).
+
+    :class:`~modbalance.fusion.Sum`: modality :math:`m`'s own head, weight :math:`W_m` and full bias
+    :math:`b_m`; :class:`~modbalance.fusion.Concat`: the head's columns of modality :math:`m` and
+    ``bias * bias_share`` (``1/M`` by default), as in :func:`~modbalance.scores.head_slice`. The
+    tensors are views of the parameters (gradients flow into them). Other fusions have no
+    per-modality block: :class:`MethodRequirementError`.
+
+    Example:
+        >>> from torch import nn
+        >>> from modbalance import MultimodalClassifier
+        >>> from modbalance.fusion import Concat
+        >>> model = MultimodalClassifier({"a": nn.Linear(3, 4), "v": nn.Linear(3, 2)}, Concat({"a": 4, "v": 2}, 5))
+        >>> {m: tuple(w.shape) for m, (w, b) in head_weights(model).items()}
+        {'a': (5, 4), 'v': (5, 2)}
+    """
+    fusion = model.fusion
+    if isinstance(fusion, Sum):
+        heads = {m: cast(nn.Linear, fusion.heads[m]) for m in fusion.modalities}
+        return {m: (head.weight, head.bias) for m, head in heads.items()}
+    if isinstance(fusion, Concat):
+        head = fusion.head
+        share = fusion.bias_share if fusion.bias_share is not None else 1.0 / len(fusion.modalities)
+        blocks: dict[str, tuple[Tensor, Tensor | None]] = {}
+        start = 0
+        for m in fusion.modalities:
+            width = fusion.dims[m]
+            bias = head.bias * share if head.bias is not None else None
+            blocks[m] = (head.weight[:, start : start + width], bias)
+            start += width
+        return blocks
+    raise MethodRequirementError(
+        f"per-modality logits with gradients need a linear fusion head (concat or sum); "
+        f"the model's fusion is {type(fusion).__name__}. Set model.fusion=concat or model.fusion=sum"
+    )
+
+
 def unimodal_logits_with_grad(model: MultimodalClassifier, features: Mapping[str, Tensor]) -> dict[str, Tensor]:
     r"""Per-modality ``(B, C)`` logits that keep their gradients (to train on, unlike ``out.unimodal_logits``).
 
-    :class:`~modbalance.fusion.Sum`: each modality's own head, :math:`W_m\phi_m + b_m`;
-    :class:`~modbalance.fusion.Concat`: the head's column slice with ``bias * bias_share``
-    (``1/M`` by default), the same decomposition as :func:`~modbalance.scores.head_slice`, so the
-    parts add up to the fused logits. Other fusions have no exact per-modality head: a
-    :class:`MethodRequirementError` says so (declare ``Requirements(fusions=("Concat", "Sum"))``).
+    :math:`z_m = W_m\phi_m + b_m` with the blocks of :func:`head_weights`: for
+    :class:`~modbalance.fusion.Sum` each modality's own head, for :class:`~modbalance.fusion.Concat`
+    the head's column slice with ``bias * bias_share``, the same decomposition as
+    :func:`~modbalance.scores.head_slice`, so the parts add up to the fused logits. Other fusions
+    have no exact per-modality head: a :class:`MethodRequirementError` says so (declare
+    ``Requirements(fusions=("Concat", "Sum"))``).
 
     Example:
         >>> import torch
@@ -199,24 +239,7 @@ def unimodal_logits_with_grad(model: MultimodalClassifier, features: Mapping[str
         >>> parts["a"].requires_grad, torch.allclose(parts["a"] + parts["v"], out.logits, atol=1e-6)
         (True, True)
     """
-    fusion = model.fusion
-    if isinstance(fusion, Sum):
-        return {m: fusion.heads[m](features[m]) for m in fusion.modalities}
-    if isinstance(fusion, Concat):
-        head = fusion.head
-        share = fusion.bias_share if fusion.bias_share is not None else 1.0 / len(fusion.modalities)
-        parts, start = {}, 0
-        for m in fusion.modalities:
-            width = fusion.dims[m]
-            weight = head.weight[:, start : start + width]
-            bias = head.bias * share if head.bias is not None else None
-            parts[m] = F.linear(features[m], weight, bias)
-            start += width
-        return parts
-    raise MethodRequirementError(
-        f"per-modality logits with gradients need a linear fusion head (concat or sum); "
-        f"the model's fusion is {type(fusion).__name__}. Set model.fusion=concat or model.fusion=sum"
-    )
+    return {m: F.linear(features[m], weight, bias) for m, (weight, bias) in head_weights(model).items()}
 
 
 class BalancingMethod(nn.Module):
