@@ -437,7 +437,7 @@ class OGM:
         return dict(self.last_coefficients)
 
     def _noise_sigmas(self, grads: list[Tensor]) -> Tensor:
-        """``(N,)`` float32 (float64 for float64 gradients): each gradient's unbiased std, from its sum and sum of squares.
+        """``(N,)`` float32 (float64 for float64 gradients): each gradient's unbiased std, from sums.
 
         One grouped norm (``_foreach_norm``) and one sum per tensor, split over the CPU streams:
         ``var = (sum(g^2) - sum(g)^2 / n) / (n - 1)``, 0 for one-element tensors. Where the mean

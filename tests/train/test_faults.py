@@ -22,11 +22,11 @@ pytest.importorskip("omegaconf", reason='the trainer needs the train extra: pip 
 pytest.importorskip("tensorboard", reason='the trainer needs the train extra: pip install "modbalance[train]"')
 
 from modbalance.cli import main
+from modbalance.runfolder import read_metrics
 from modbalance.train import NonFiniteLossError, load_config, run
 from modbalance.train import trainer as trainer_module
 from modbalance.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from modbalance.train.config import ConfigError
-from modbalance.runfolder import read_metrics
 
 STEPS_PER_EPOCH = 8  # lab/tiny: 240 samples, batches of 32
 

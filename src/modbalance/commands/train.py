@@ -47,10 +47,10 @@ def fail(command: str, message: object, code: int = EXIT_USAGE) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``train``; returns 0, 1 (diverged), 2 (bad config, input or folder), 3 (write failed) or 4 (busy)."""
+    from modbalance.runfolder import RunFolderBusyError, RunWriteError
     from modbalance.train import NonFiniteLossError, load_config
     from modbalance.train import run as train_run
     from modbalance.train.checkpoint import CheckpointError
-    from modbalance.runfolder import RunFolderBusyError, RunWriteError
 
     if args.config is None and args.resume is None:
         return fail("train", "give --config FILE (or --resume RUN_DIR)")
