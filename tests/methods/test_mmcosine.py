@@ -96,6 +96,8 @@ def test_window_and_errors() -> None:
             MMCosine(scaling=bad)
     with pytest.raises(ValueError, match="prediction='fused' must be 'cosine' or 'head'"):
         MMCosine(prediction="fused")
+    with pytest.raises(MethodRequirementError, match=r"'mmcosine' does not support distributed training"):
+        MMCosine().check_settings(distributed=True)
     film = MultimodalClassifier({"a": nn.Linear(3, 4), "v": nn.Linear(3, 2)}, FiLM({"a": 4, "v": 2}, 5))
     with pytest.raises(MethodRequirementError, match=r"'mmcosine' needs a fusion with exact per-modality heads"):
         MMCosine().check(film)
