@@ -24,7 +24,7 @@ from torch import nn
 from modbalance import MultimodalClassifier
 from modbalance.fusion import Concat, FiLM, Sum
 from modbalance.methods import MethodRequirementError, MMCosine
-from modbalance.train import load_config, run
+from modbalance.train import evaluate_run, load_config, run
 
 
 def official_loss(a: torch.Tensor, v: torch.Tensor, weight: torch.Tensor, label: torch.Tensor, scaling: float):
@@ -96,6 +96,8 @@ def test_window_and_errors() -> None:
             MMCosine(scaling=bad)
     with pytest.raises(ValueError, match="prediction='fused' must be 'cosine' or 'head'"):
         MMCosine(prediction="fused")
+    with pytest.raises(MethodRequirementError, match=r"'mmcosine' does not support distributed training"):
+        MMCosine().check_settings(distributed=True)
     film = MultimodalClassifier({"a": nn.Linear(3, 4), "v": nn.Linear(3, 2)}, FiLM({"a": 4, "v": 2}, 5))
     with pytest.raises(MethodRequirementError, match=r"'mmcosine' needs a fusion with exact per-modality heads"):
         MMCosine().check(film)
@@ -106,8 +108,11 @@ def test_trainer_runs_an_epoch(tmp_path: Path) -> None:
         "lab/tiny",
         [f"output_dir={tmp_path}", "train.device=cpu", "train.epochs=1", "train.probe=false", "method.name=mmcosine"],
     )
-    summary = json.loads((run(config) / "summary.json").read_text())
+    folder = run(config)
+    summary = json.loads((folder / "summary.json").read_text())
     assert summary["method"] == "mmcosine" and 0.0 <= summary["test"]["accuracy"] <= 1.0
+    # a rebuilt run scores with the method's prediction too (the cosine logits, not the head's)
+    assert abs(evaluate_run(folder)["accuracy"] - summary["test"]["accuracy"]) < 1e-9
     bad = load_config("lab/tiny", [f"output_dir={tmp_path / 'bad'}", "method.name=mmcosine", "model.fusion=film"])
     with pytest.raises(ValueError, match=r"method.name='mmcosine'.*model.fusion= one of: concat, sum"):
         run(bad)

@@ -20,7 +20,8 @@ trains (the paper's formulation). The official code's optional NCE term (``--lam
 is not implemented.
 
 Cost per step: one normalisation of features and head weights (negligible). Needs: a linear
-fusion head with a block per modality (``concat`` or ``sum``).
+fusion head with a block per modality (``concat`` or ``sum``); one process (DDP is refused: the
+loss leaves the head's bias unused, which ``DistributedDataParallel`` does not allow).
 """
 
 from __future__ import annotations
@@ -66,7 +67,9 @@ class MMCosine(BalancingMethod):
     """
 
     name: ClassVar[str] = "mmcosine"
-    requires: ClassVar[Requirements] = Requirements(fusions=("Concat", "Sum"))
+    # DDP: the loss leaves the head's bias out of the graph and uses the head's weights outside the
+    # wrapped forward, which DistributedDataParallel's reducer (find_unused_parameters=False) refuses.
+    requires: ClassVar[Requirements] = Requirements(fusions=("Concat", "Sum"), ddp=False)
 
     def __init__(
         self, scaling: float = 10.0, *, prediction: str = "cosine", start_epoch: int = 0, end_epoch: int | None = None
