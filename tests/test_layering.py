@@ -44,6 +44,7 @@ CORE: frozenset[str] = frozenset(
         "modbalance.ogm",
         "modbalance.opm",
         "modbalance.presets",
+        "modbalance.registry",
         "modbalance.scores",
     }
 )
