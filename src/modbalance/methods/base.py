@@ -74,13 +74,16 @@ from torch import Tensor, nn
 
 from modbalance.fusion import Concat, Sum
 from modbalance.model import ModelOutput, MultimodalClassifier
+from modbalance.registry import Registry
 
 __all__ = [
+    "METHODS",
     "BalancingMethod",
     "EpochContext",
     "MethodRequirementError",
     "Requirements",
     "SplitOutputs",
+    "create_method",
     "head_weights",
     "unimodal_logits_with_grad",
 ]
@@ -448,3 +451,25 @@ class BalancingMethod(nn.Module):
 
     def extra_repr(self) -> str:
         return f"start_epoch={self.start_epoch}, end_epoch={self.end_epoch}"
+
+
+#: Balancing methods by trainer name; each builds a :class:`~modbalance.methods.base.BalancingMethod`.
+METHODS: Registry[BalancingMethod] = Registry("balancing method")
+
+
+def create_method(name: str, **options: object) -> BalancingMethod:
+    """Build the registered method ``name`` with keyword ``options`` (checked against its signature).
+
+    Raises:
+        ValueError: unknown name (the message lists the registered ones).
+        TypeError: an option the method does not take (the message lists those it takes).
+
+    Example:
+        >>> create_method("mslr", lrs={"audio": 1e-3, "visual": 1e-2}).lrs
+        {'audio': 0.001, 'visual': 0.01}
+        >>> create_method("mslr", lr={"audio": 1e-3})
+        Traceback (most recent call last):
+        ...
+        TypeError: Balancing method 'mslr' got unexpected argument(s) 'lr'. Accepted: lrs, start_epoch, end_epoch
+    """
+    return METHODS.create(name, **options)

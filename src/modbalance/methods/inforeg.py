@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from modbalance.methods import METHODS
 from modbalance.methods.base import (
+    METHODS,
     BalancingMethod,
     EpochContext,
     MethodRequirementError,

@@ -40,8 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from modbalance.methods import METHODS
-from modbalance.methods.base import BalancingMethod, EpochContext, MethodRequirementError, Requirements
+from modbalance.methods.base import METHODS, BalancingMethod, EpochContext, MethodRequirementError, Requirements
 from modbalance.model import ModelOutput, MultimodalClassifier
 
 __all__ = ["MLA", "mla_entropy_weights", "owm_update"]

@@ -33,8 +33,7 @@ from typing import ClassVar
 import torch.nn.functional as F
 from torch import Tensor
 
-from modbalance.methods import METHODS
-from modbalance.methods.base import BalancingMethod, Requirements, head_weights
+from modbalance.methods.base import METHODS, BalancingMethod, Requirements, head_weights
 from modbalance.model import ModelOutput, MultimodalClassifier
 
 __all__ = ["MMCosine"]

@@ -22,8 +22,7 @@ from typing import Any, ClassVar, cast
 from torch import nn
 
 from modbalance.fusion import Sum
-from modbalance.methods import METHODS
-from modbalance.methods.base import BalancingMethod, MethodRequirementError, Requirements
+from modbalance.methods.base import METHODS, BalancingMethod, MethodRequirementError, Requirements
 from modbalance.model import MultimodalClassifier
 
 __all__ = ["MSLR"]

@@ -44,8 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from modbalance.methods import METHODS
-from modbalance.methods.base import BalancingMethod, EpochContext, Requirements
+from modbalance.methods.base import METHODS, BalancingMethod, EpochContext, Requirements
 from modbalance.model import ModelOutput, MultimodalClassifier
 
 __all__ = ["PMR"]

@@ -34,8 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from modbalance.methods import METHODS
-from modbalance.methods.base import BalancingMethod, EpochContext, MethodRequirementError, Requirements
+from modbalance.methods.base import METHODS, BalancingMethod, EpochContext, MethodRequirementError, Requirements
 from modbalance.model import MultimodalClassifier
 
 __all__ = ["ReLearning", "cluster_purity", "kmeans", "minmax_scale"]
