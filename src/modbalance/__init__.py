@@ -9,7 +9,9 @@ The core depends on torch only::
   (``noise=True`` is OGM-GE);
 * :class:`OPM` drops the dominant modality's features between ``encode`` and ``fuse``;
 * :class:`MultimodalClassifier` and :mod:`modbalance.fusion` give a ready model with the
-  seams both need; :mod:`modbalance.scores` gives uni-modal logits for any head.
+  seams both need; :mod:`modbalance.scores` gives uni-modal logits for any head;
+  :mod:`modbalance.interaction` gives models whose modalities interact (transformer, MMTM,
+  CentralNet) with the same seams.
 """
 
 from modbalance import fusion, presets, scores
@@ -25,6 +27,8 @@ from modbalance.model import ModelOutput, MultimodalClassifier
 from modbalance.ogm import OGM, modality_parameter_groups
 from modbalance.opm import OPM, RESCALE_MODES, OPMOutput, kept_cross_entropy
 
+from modbalance import interaction  # isort: skip  (needs model, opm and scores first)
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -39,6 +43,7 @@ __all__ = [
     "__version__",
     "discrepancy_ratios",
     "fusion",
+    "interaction",
     "kept_cross_entropy",
     "modality_parameter_groups",
     "ogm_coefficients",
