@@ -17,8 +17,8 @@ recipe (``model(x, opm=, scores=)``, ``kept_cross_entropy``, ``OGM.modulate``). 
 
 Methods are interleaved over several rounds; each row's figure is its fastest round (other
 processes can only add time), the median round beside it. By default the clock is the process's
-CPU time with one thread, which other jobs on a shared machine inflate much less than wall time. Target: OGM-GE and OPM at most 5%
-over ``joint`` with the same uni-modal-logit strategy.
+CPU time with one thread, which other jobs on a shared machine inflate much less than wall time.
+Target: OGM-GE and OPM at most 5% over ``joint`` with the same uni-modal-logit strategy.
 """
 
 from __future__ import annotations
