@@ -34,6 +34,7 @@ MODULES: tuple[str, ...] = (
     "modbalance",
     "modbalance.fusion",
     "modbalance.scores",
+    "modbalance.interaction",
     "modbalance.presets",
     "modbalance.methods",
     "modbalance.encoders",

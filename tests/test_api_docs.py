@@ -38,6 +38,7 @@ STRICT = (
     "modbalance",
     "modbalance.fusion",
     "modbalance.scores",
+    "modbalance.interaction",
     "modbalance.presets",
     "modbalance.methods",
     "modbalance.encoders",

@@ -9,7 +9,9 @@ The core depends on torch only::
   (``noise=True`` is OGM-GE);
 * :class:`OPM` drops the dominant modality's features between ``encode`` and ``fuse``;
 * :class:`MultimodalClassifier` and :mod:`modbalance.fusion` give a ready model with the
-  seams both need; :mod:`modbalance.scores` gives uni-modal logits for any head.
+  seams both need; :mod:`modbalance.scores` gives uni-modal logits for any head;
+  :mod:`modbalance.interaction` gives models whose modalities interact (transformer, MMTM,
+  CentralNet) with the same seams.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
 
 
+from modbalance import interaction  # isort: skip  (needs model, opm and scores first)
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -79,6 +83,7 @@ __all__ = [
     "__version__",
     "discrepancy_ratios",
     "fusion",
+    "interaction",
     "kept_cross_entropy",
     "modality_parameter_groups",
     "ogm_coefficients",

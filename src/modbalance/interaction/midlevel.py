@@ -22,7 +22,7 @@ mask. Batch normalisation *inside* a stream still pools statistics over the batc
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -83,7 +83,7 @@ class MMTMBlock(nn.Module):
 
     def forward(self, maps: Mapping[str, Tensor], names: Sequence[str], weight: Tensor) -> dict[str, Tensor]:
         """Re-weighted maps of ``names``; modality ``names[j]`` enters the squeeze with ``weight[:, j]``."""
-        z = self.squeeze.bias
+        z: Tensor = self.squeeze.bias
         for j, m in enumerate(names):
             stats = pool(maps[m])
             if stats.shape[1] != self.channels[m]:
@@ -179,12 +179,13 @@ class MMTMNet(InteractionModel):
         self, state: Mapping[str, Any], names: Sequence[str], weight: Tensor
     ) -> tuple[Tensor, dict[str, Tensor]]:
         x = {m: state[m] for m in names}
-        for i in range(len(self.stages[names[0]])):
-            x = {m: self.stages[m][i](x[m]) for m in names}
+        streams = {m: cast(nn.ModuleList, self.stages[m]) for m in names}
+        for i in range(len(streams[names[0]])):
+            x = {m: streams[m][i](x[m]) for m in names}
             if str(i) in self.blocks:
                 x = self.blocks[str(i)](x, names, weight)
         pooled = {m: pool(x[m]) for m in names}
-        logits = self.head.bias
+        logits: Tensor = self.head.bias
         for j, m in enumerate(names):
             lo, hi = self.offsets[m]
             if pooled[m].shape[1] != hi - lo:
@@ -251,7 +252,7 @@ class CentralNet(InteractionModel):
         state: dict[str, Any] = {}
         for m in self.modalities:
             h, levels = inputs[m], []
-            for level, layer in enumerate(self.branches[m]):
+            for level, layer in enumerate(cast(nn.ModuleList, self.branches[m])):
                 h = layer(h)
                 pooled = pool(h)
                 if pooled.shape[1] != self.widths[level]:

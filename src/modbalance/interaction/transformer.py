@@ -21,7 +21,7 @@ itself, so no row of the mask is empty (no NaN), and nothing reads a removed tok
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -261,9 +261,10 @@ class TransformerFusion(InteractionModel):
             values, valid = self._tokens(m, inputs[m])
             t = values.shape[1]
             x = self.proj[m](values) + self.modality_embed[m] + self.pos_embed[m][:t]
-            if len(self.modality_blocks[m]):
+            blocks = cast(nn.ModuleList, self.modality_blocks[m])
+            if len(blocks):
                 mask = _self_mask(valid)
-                for block in self.modality_blocks[m]:
+                for block in blocks:
                     x = block(x, mask)
             weights = valid.to(x.dtype).unsqueeze(-1)
             features[m] = (x * weights).sum(1) / weights.sum(1).clamp_min(1.0)

@@ -187,9 +187,9 @@ def encoder_stages(encoder: nn.Module, key: str) -> list[nn.Module]:
             for i, layer in enumerate(encoder.layers)
         ]
     if isinstance(encoder, ResNet18Encoder):
-        stem = [encoder.conv1, encoder.bn1, encoder.relu, encoder.maxpool, encoder.layer1]
-        groups = [stem, [encoder.layer2], [encoder.layer3], [encoder.layer4]]
-        return [_ResNetStage(encoder, list(group), i == 0) for i, group in enumerate(groups)]
+        stem: list[nn.Module] = [encoder.conv1, encoder.bn1, encoder.relu, encoder.maxpool, encoder.layer1]
+        groups: list[list[nn.Module]] = [stem, [encoder.layer2], [encoder.layer3], [encoder.layer4]]
+        return [_ResNetStage(encoder, group, i == 0) for i, group in enumerate(groups)]
     raise ConfigError(
         f"{key}: model.kind needs an encoder that can be cut into stages (mlp or a resnet18 encoder), "
         f"got {type(encoder).__name__}"
