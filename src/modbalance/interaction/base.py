@@ -202,7 +202,8 @@ class InteractionModel(nn.Module):
 
         Args:
             inputs: modality name -> input batch (see the subclass for shapes).
-            opm: an :class:`~modbalance.OPM`; acts only in training mode. It is asked for each
+            opm: an :class:`~modbalance.OPM`; acts only when the model is in training mode and
+                ``epoch`` is inside OPM's window. It is asked for each
                 sample's factor per modality (0: dropped, masked out of the interaction).
             scores: needed with ``opm``, as in :meth:`modbalance.MultimodalClassifier.forward`.
             epoch: passed to OPM's epoch window.
@@ -221,17 +222,22 @@ class InteractionModel(nn.Module):
         device = next(iter(features.values())).device
         weight = torch.ones(batch, len(self.modalities), device=device)
         keep = torch.ones(batch, dtype=torch.bool, device=device)
-        if opm is not None and opm.active(epoch):
-            if scores is None:
-                raise ValueError(
-                    "forward(opm=...) needs scores=: a mapping of scores or a callable of the uni-modal logits"
-                )
-            resolved = scores(unimodal) if callable(scores) else scores
-            # OPM decides on unit "presence" vectors as wide as each modality's features, so its
-            # rescale rule sees the real widths; what it returns is each sample's factor.
-            probe = {m: torch.ones(batch, features[m].shape[1], device=device) for m in self.modalities}
-            dropped = opm(probe, resolved, epoch=epoch)
-            weight = torch.stack([dropped.features[m][:, 0] for m in self.modalities], dim=1)
-            keep = dropped.keep
+        drop_probs: dict[str, Tensor] = {}
+        if opm is not None:
+            # As in MultimodalClassifier: OPM acts only in training mode and inside its window.
+            if self.training and opm.active(epoch):
+                if scores is None:
+                    raise ValueError(
+                        "forward(opm=...) needs scores=: a mapping of scores or a callable of the uni-modal logits"
+                    )
+                resolved = scores(unimodal) if callable(scores) else scores
+                # OPM decides on unit "presence" vectors as wide as each modality's features, so its
+                # rescale rule sees the real widths; what it returns is each sample's factor.
+                probe = {m: torch.ones(batch, features[m].shape[1], device=device) for m in self.modalities}
+                dropped = opm(probe, resolved, epoch=epoch)
+                weight = torch.stack([dropped.features[m][:, 0] for m in self.modalities], dim=1)
+                keep, drop_probs = dropped.keep, dropped.drop_probs
+            else:
+                drop_probs = {m: torch.zeros((), device=device) for m in self.modalities}
         logits, _ = self._interact(state, self.modalities, weight)
-        return ModelOutput(logits, unimodal, features, keep)
+        return ModelOutput(logits, unimodal, features, keep, drop_probs)
