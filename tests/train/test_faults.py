@@ -146,6 +146,34 @@ def test_a_full_disk_while_checkpointing_is_a_named_error_with_its_own_exit_code
     assert "Traceback" not in err
 
 
+def _limit_file_size(limit: int):
+    def apply() -> None:
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE semantics checked on Linux")
+def test_a_real_write_failure_stops_with_exit_3_and_keeps_the_checkpoints(tmp_path):
+    """No monkeypatching: the OS refuses every write that makes a file bigger than 64 kB (like a full disk)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "modbalance", "train", "--config", "lab/tiny", f"output_dir={tmp_path}"]
+    args = ["run_name=r", "train.epochs=2", "train.progress=false", "model.encoders.audio.options.hidden_dim=512"]
+    done = subprocess.run(
+        [*command, *args], env=env, capture_output=True, text=True, preexec_fn=_limit_file_size(64_000), timeout=300
+    )
+    assert done.returncode == 3, done.stderr
+    assert "File too large" in done.stderr and "checkpoints" in done.stderr and "Traceback" not in done.stderr
+    for name in ("last.pt", "best.pt", "last.prev.pt"):
+        path = tmp_path / "r" / "checkpoints" / name
+        assert not path.exists() or load_checkpoint(path)  # whatever exists is complete
+    assert not list((tmp_path / "r" / "checkpoints").glob(".*.tmp"))  # no temporary file left
+
+
 def test_a_failed_append_leaves_no_torn_record(tmp_path, monkeypatch):
     from modbalance.train import outputs
 
@@ -173,6 +201,15 @@ def test_a_torn_last_line_is_ignored_with_a_warning(tmp_path, recwarn):
     path.write_text('{"epoch": 0, "x": 1.0}\n{"epoch": 1, "x"\n{"epoch": 2}\n')  # not the last line: damage
     with pytest.raises(ValueError, match=r"metrics.jsonl:2"):
         read_metrics(path)
+
+
+def test_report_reads_a_run_whose_metrics_end_in_a_torn_line_with_a_warning(tmp_path):
+    folder = run(tiny(tmp_path / "runs", "r", "train.epochs=2"))
+    metrics = folder / "metrics.jsonl"
+    metrics.write_bytes(metrics.read_bytes()[:-40])  # the last record cut short, as by a crash mid-append
+    with pytest.warns(UserWarning, match=r"metrics.jsonl:2: ignoring a torn last line"):
+        assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 0
+    assert (tmp_path / "report" / "report.md").exists()
 
 
 # ------------------------------------------------------------------------------------------ 7. NaN weights
