@@ -64,21 +64,32 @@ HOLDER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_a_second_trainer_or_a_resume_over_a_live_run_is_refused_naming_the_folder_and_pid(tmp_path):
-    folder = tmp_path / "r"
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)], stdout=subprocess.PIPE, text=True)
+    fresh = tmp_path / "fresh"
+    finished = run(tiny(tmp_path, "done", "train.epochs=1"))
+    before = (finished / "metrics.jsonl").read_bytes()
+    holders = {
+        folder: subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)], stdout=subprocess.PIPE, text=True)
+        for folder in (fresh, finished)
+    }
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        with pytest.raises(RuntimeError, match=rf"{folder}.*pid {holder.pid}"):
-            run(tiny(tmp_path, "r", "train.epochs=1"))
-        assert main(["train", "--config", "lab/tiny", f"output_dir={tmp_path}", "run_name=r"]) == 4
-        assert not (folder / "metrics.jsonl").exists()
+        for holder in holders.values():
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RuntimeError, match=rf"{fresh} is in use.*pid {holders[fresh].pid}"):
+            run(tiny(tmp_path, "fresh", "train.epochs=1"))
+        with pytest.raises(RuntimeError, match=rf"{finished} is in use.*pid {holders[finished].pid}"):
+            run(resume=finished)
+        assert main(["train", "--config", "lab/tiny", f"output_dir={tmp_path}", "run_name=fresh"]) == 4
+        assert main(["train", "--resume", str(finished)]) == 4
+        assert not (fresh / "metrics.jsonl").exists() and (finished / "metrics.jsonl").read_bytes() == before
     finally:
-        holder.kill()  # SIGKILL: the OS releases the lock
-        holder.wait()
-    run(tiny(tmp_path, "r", "train.epochs=1"))  # the dead holder's lock is gone
-    assert [r["epoch"] for r in read_metrics(folder / "metrics.jsonl")] == [0]
-    fd = os.open(folder / ".lock", os.O_RDWR)
+        for holder in holders.values():
+            holder.kill()  # SIGKILL: the OS releases the lock
+            holder.wait()
+    run(tiny(tmp_path, "fresh", "train.epochs=1"))  # the dead holder's lock is gone
+    assert [r["epoch"] for r in read_metrics(fresh / "metrics.jsonl")] == [0]
+    fd = os.open(fresh / ".lock", os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released at the end of the run
     finally:
@@ -157,12 +168,13 @@ def _limit_file_size(limit: int):
     return apply
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE semantics checked on Linux")
 def test_a_real_write_failure_stops_with_exit_3_and_keeps_the_checkpoints(tmp_path):
     """No monkeypatching: the OS refuses every write that makes a file bigger than 64 kB (like a full disk)."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "modbalance", "train", "--config", "lab/tiny", f"output_dir={tmp_path}"]
-    args = ["run_name=r", "train.epochs=2", "train.progress=false", "model.encoders.audio.options.hidden_dim=512"]
+    args = ["run_name=r", "train.epochs=1", "train.progress=false", "model.encoders.audio.options.hidden_dim=512"]
     done = subprocess.run(
         [*command, *args], env=env, capture_output=True, text=True, preexec_fn=_limit_file_size(64_000), timeout=300
     )
