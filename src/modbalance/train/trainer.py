@@ -408,9 +408,9 @@ class _Trainer:
                 stopped = self._train_epoch()
                 self._end_epoch()
             finish_run(self)
+            self._report_final_skips()
         except NonFiniteLossError as error:
             raise NonFiniteLossError(f"{error} {self._checkpoint_note()}") from None
-            self._report_final_skips()
         finally:
             self.files.close()
         return self.files.root
