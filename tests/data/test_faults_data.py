@@ -101,3 +101,12 @@ def test_an_image_header_declaring_huge_dimensions_is_refused_before_decoding(tm
     with pytest.raises(DataFileError, match=r"huge.png: declares 9000 x 9000 pixels, over 67108864") as info:
         media.read_image(path)
     assert info.value.reason == "bad_shape"
+
+
+def test_video_frame_sizes_are_checked_against_the_bound_before_decoding(tmp_path, monkeypatch):
+    path = tmp_path / "clip.avi"
+    media.write_video(path, np.zeros((5, 48, 64, 3), dtype=np.uint8), fps=10)
+    assert len(media.sample_video_frames(path, fps=10)[0]) == 5
+    monkeypatch.setattr(media, "MAX_IMAGE_PIXELS", 64 * 48 - 1)  # the same bound, scaled down to this clip
+    with pytest.raises(DataFileError, match=r"clip.avi: declares 64 x 48 frames, over 3071 pixels"):
+        media.sample_video_frames(path, fps=10)
