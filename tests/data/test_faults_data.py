@@ -82,3 +82,31 @@ def test_a_loader_never_reads_a_file_outside_its_root(tmp_path, helpers):
     for on_error in ("raise", "skip"):
         with pytest.raises(ValueError, match=rf"{root / 'train.csv'}: row 2: name '\.\./\.\./outside/evil'"):
             CremaD(root, "train", layout="ogm_ge", on_error=on_error)
+
+
+def test_an_image_header_declaring_huge_dimensions_is_refused_before_decoding(tmp_path):
+    import io
+    import zlib
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    assert data[12:16] == b"IHDR"
+    struct.pack_into(">II", data, 16, 9000, 9000)  # 81 M pixels declared (under Pillow's own bomb limit), 1 of data
+    struct.pack_into(">I", data, 29, zlib.crc32(bytes(data[12:29])))  # a valid header checksum
+    path = tmp_path / "huge.png"
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataFileError, match=r"huge.png: declares 9000 x 9000 pixels, over 67108864") as info:
+        media.read_image(path)
+    assert info.value.reason == "bad_shape"
+
+
+def test_video_frame_sizes_are_checked_against_the_bound_before_decoding(tmp_path, monkeypatch):
+    path = tmp_path / "clip.avi"
+    media.write_video(path, np.zeros((5, 48, 64, 3), dtype=np.uint8), fps=10)
+    assert len(media.sample_video_frames(path, fps=10)[0]) == 5
+    monkeypatch.setattr(media, "MAX_IMAGE_PIXELS", 64 * 48 - 1)  # the same bound, scaled down to this clip
+    with pytest.raises(DataFileError, match=r"clip.avi: declares 64 x 48 frames, over 3071 pixels"):
+        media.sample_video_frames(path, fps=10)

@@ -64,21 +64,32 @@ HOLDER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_a_second_trainer_or_a_resume_over_a_live_run_is_refused_naming_the_folder_and_pid(tmp_path):
-    folder = tmp_path / "r"
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)], stdout=subprocess.PIPE, text=True)
+    fresh = tmp_path / "fresh"
+    finished = run(tiny(tmp_path, "done", "train.epochs=1"))
+    before = (finished / "metrics.jsonl").read_bytes()
+    holders = {
+        folder: subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)], stdout=subprocess.PIPE, text=True)
+        for folder in (fresh, finished)
+    }
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        with pytest.raises(RuntimeError, match=rf"{folder}.*pid {holder.pid}"):
-            run(tiny(tmp_path, "r", "train.epochs=1"))
-        assert main(["train", "--config", "lab/tiny", f"output_dir={tmp_path}", "run_name=r"]) == 4
-        assert not (folder / "metrics.jsonl").exists()
+        for holder in holders.values():
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RuntimeError, match=rf"{fresh} is in use.*pid {holders[fresh].pid}"):
+            run(tiny(tmp_path, "fresh", "train.epochs=1"))
+        with pytest.raises(RuntimeError, match=rf"{finished} is in use.*pid {holders[finished].pid}"):
+            run(resume=finished)
+        assert main(["train", "--config", "lab/tiny", f"output_dir={tmp_path}", "run_name=fresh"]) == 4
+        assert main(["train", "--resume", str(finished)]) == 4
+        assert not (fresh / "metrics.jsonl").exists() and (finished / "metrics.jsonl").read_bytes() == before
     finally:
-        holder.kill()  # SIGKILL: the OS releases the lock
-        holder.wait()
-    run(tiny(tmp_path, "r", "train.epochs=1"))  # the dead holder's lock is gone
-    assert [r["epoch"] for r in read_metrics(folder / "metrics.jsonl")] == [0]
-    fd = os.open(folder / ".lock", os.O_RDWR)
+        for holder in holders.values():
+            holder.kill()  # SIGKILL: the OS releases the lock
+            holder.wait()
+    run(tiny(tmp_path, "fresh", "train.epochs=1"))  # the dead holder's lock is gone
+    assert [r["epoch"] for r in read_metrics(fresh / "metrics.jsonl")] == [0]
+    fd = os.open(fresh / ".lock", os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released at the end of the run
     finally:
@@ -146,6 +157,35 @@ def test_a_full_disk_while_checkpointing_is_a_named_error_with_its_own_exit_code
     assert "Traceback" not in err
 
 
+def _limit_file_size(limit: int):
+    def apply() -> None:
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE semantics checked on Linux")
+def test_a_real_write_failure_stops_with_exit_3_and_keeps_the_checkpoints(tmp_path):
+    """No monkeypatching: the OS refuses every write that makes a file bigger than 64 kB (like a full disk)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "modbalance", "train", "--config", "lab/tiny", f"output_dir={tmp_path}"]
+    args = ["run_name=r", "train.epochs=1", "train.progress=false", "model.encoders.audio.options.hidden_dim=512"]
+    done = subprocess.run(
+        [*command, *args], env=env, capture_output=True, text=True, preexec_fn=_limit_file_size(64_000), timeout=300
+    )
+    assert done.returncode == 3, done.stderr
+    assert "File too large" in done.stderr and "checkpoints" in done.stderr and "Traceback" not in done.stderr
+    for name in ("last.pt", "best.pt", "last.prev.pt"):
+        path = tmp_path / "r" / "checkpoints" / name
+        assert not path.exists() or load_checkpoint(path)  # whatever exists is complete
+    assert not list((tmp_path / "r" / "checkpoints").glob(".*.tmp"))  # no temporary file left
+
+
 def test_a_failed_append_leaves_no_torn_record(tmp_path, monkeypatch):
     from modbalance import runfolder as outputs
 
@@ -173,6 +213,15 @@ def test_a_torn_last_line_is_ignored_with_a_warning(tmp_path, recwarn):
     path.write_text('{"epoch": 0, "x": 1.0}\n{"epoch": 1, "x"\n{"epoch": 2}\n')  # not the last line: damage
     with pytest.raises(ValueError, match=r"metrics.jsonl:2"):
         read_metrics(path)
+
+
+def test_report_reads_a_run_whose_metrics_end_in_a_torn_line_with_a_warning(tmp_path):
+    folder = run(tiny(tmp_path / "runs", "r", "train.epochs=2"))
+    metrics = folder / "metrics.jsonl"
+    metrics.write_bytes(metrics.read_bytes()[:-40])  # the last record cut short, as by a crash mid-append
+    with pytest.warns(UserWarning, match=r"metrics.jsonl:2: ignoring a torn last line"):
+        assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 0
+    assert (tmp_path / "report" / "report.md").exists()
 
 
 # ------------------------------------------------------------------------------------------ 7. NaN weights
