@@ -411,10 +411,11 @@ _MOSEI_TRANSFORMER = {
 #: What the shipped configs add to :data:`DATASET_PRESETS`, per setting: the header text (title, the
 #: ``modbalance prep`` command, provenance and "ours" lines, common and per method, the override
 #: example ``overrides``), the methods that get a file (``joint``, ``ogm``, ``ogm_ge``, ``opm``,
-#: ``opm+ogm``, ``unimodal:<modality>``; file suffixes by :func:`config_suffix`), and the few values
-#: that are ours (``alpha`` where unpublished, ``val_fraction``, ``param_filter``, ``opm_start_epoch``,
-#: ``encoder_options``, and ``train``: the train keys beyond epochs and batch size, default
-#: ``eval_batch_size`` 128 and ``num_workers`` 8).
+#: ``opm+ogm``, ``unimodal:<modality>``; file suffixes by :func:`config_suffix`), the model kinds that
+#: get a joint-training file ``<setting>_<kind>`` (``kinds``, worded by ``_MODEL_KINDS``), and the few
+#: values that are ours (``alpha`` where unpublished, ``val_fraction``, ``param_filter``,
+#: ``opm_start_epoch``, ``encoder_options``, and ``train``: the train keys beyond epochs and batch size,
+#: default ``eval_batch_size`` 128 and ``num_workers`` 8).
 CONFIG_NOTES: dict[str, dict[str, Any]] = {
     "cremad/ogm_ge": {
         "val_fraction": 0.1,
@@ -441,6 +442,7 @@ CONFIG_NOTES: dict[str, dict[str, Any]] = {
     "cremad/tpami": {
         "val_fraction": 0.1,
         "title": "CREMA-D with the TPAMI 2024 journal settings (OGM and OPM)",
+        "kinds": ("centralnet", "mmtm", "transformer"),
         "prepare": "modbalance prep cremad --raw /data/CREMA-D --out /data/cremad-prepared --audio-recipe a1,a3",
         "methods": ("joint", "ogm_ge", "opm"),
         "provenance": [
@@ -479,6 +481,7 @@ CONFIG_NOTES: dict[str, dict[str, Any]] = {
     },
     "ks/tpami": {
         "title": "Kinetics-Sounds (31 classes) with the settings of the official TPAMI 2024 code",
+        "kinds": ("centralnet", "mmtm", "transformer"),
         "prepare": "modbalance prep ks --raw /data/kinetics --out /data/ks-prepared --audio-recipe a3,a4",
         "methods": ("joint", "ogm_ge", "opm"),
         "provenance": [
@@ -666,6 +669,19 @@ _METHOD_WORDS = {
     "opm": "OPM",
     "opm+ogm": "OPM and OGM together (opm+ogm)",
 }
+#: Model kind (``model.kind`` other than ``late``) -> (words in the header, ``model.interaction``) of the
+#: joint-training config ``<setting>_<kind>`` generated for each kind a setting's notes list in ``kinds``.
+_MODEL_KINDS: dict[str, tuple[str, dict[str, Any]]] = {
+    "centralnet": ("a central branch over the pooled outputs of the four ResNet-18 stages", {}),
+    "mmtm": (
+        "MMTM blocks exchanging channel statistics after ResNet-18 stages 2, 3 and 4 (indices 1-3)",
+        {"fuse_after": [1, 2, 3], "ratio": 4},
+    ),
+    "transformer": (
+        "the ResNet-18 layer4 positions of each modality as tokens into a shared transformer (joint self-attention)",
+        {"variant": "joint", "d_model": 256, "depth": 2, "heads": 4},
+    ),
+}
 #: The ``train`` keys a config adds to the setting's epochs and batch size, unless its notes give ``train``:
 #: loader settings, not results.
 _LOADER = {"eval_batch_size": 128, "num_workers": 8}
@@ -729,16 +745,28 @@ def _methods(setting: str) -> dict[str, str]:
     return {f"{setting}_{config_suffix(method)}": method for method in CONFIG_NOTES[setting]["methods"]}
 
 
+def _variants(setting: str) -> dict[str, tuple[str, str]]:
+    """Every config of a setting, ``name`` -> ``(method, model kind)``: its methods with the late-fusion
+    model, then one joint-training config ``<setting>_<kind>`` per model kind its notes list."""
+    variants = {name: (method, "late") for name, method in _methods(setting).items()}
+    for kind in CONFIG_NOTES[setting].get("kinds", ()):
+        variants[f"{setting}_{kind}"] = ("joint", kind)
+    return variants
+
+
 def config_names() -> list[str]:
-    """The name of every generated config, ``<setting>_<suffix>`` (:func:`config_suffix` of each method).
+    """The name of every generated config: ``<setting>_<suffix>`` (:func:`config_suffix` of each method),
+    then ``<setting>_<kind>`` for each model kind the setting's notes list.
 
     Example:
-        >>> [n for n in config_names() if n.startswith("cremad/tpami")]
+        >>> [n for n in config_names() if n.startswith("cremad/tpami")][:3]
         ['cremad/tpami_joint', 'cremad/tpami_ogm_ge', 'cremad/tpami_opm']
+        >>> [n for n in config_names() if n.startswith("cremad/tpami")][3:]  # joint training, other model kinds
+        ['cremad/tpami_centralnet', 'cremad/tpami_mmtm', 'cremad/tpami_transformer']
         >>> [n for n in config_names() if n.startswith("mfeat/")][3:6]
         ['mfeat/modbalance_opm', 'mfeat/modbalance_opm_ogm', 'mfeat/modbalance_fou']
     """
-    return [name for setting in DATASET_PRESETS for name in _methods(setting)]
+    return [name for setting in DATASET_PRESETS for name in _variants(setting)]
 
 
 def _ogm_window(ogm: dict[str, Any]) -> dict[str, Any]:
@@ -800,12 +828,18 @@ def render_config(name: str) -> str:
     """
     if name not in config_names():
         raise ValueError(f"unknown generated config {name!r}; valid: {', '.join(config_names())}")
-    setting, method = next((s, _methods(s)[name]) for s in DATASET_PRESETS if name in _methods(s))
+    setting, (method, kind) = next((s, _variants(s)[name]) for s in DATASET_PRESETS if name in _variants(s))
     preset, notes = DATASET_PRESETS[setting], CONFIG_NOTES[setting]
     data = dict(preset["data"])
     dataset = data.pop("name")
     extra = notes.get(method, {})
     ours = list(extra.get("ours", [])) + list(notes["ours"])
+    if kind != "late":
+        ours = [
+            f"  model.kind={kind} and model.interaction: ours (the TPAMI paper names CentralNet, MMTM and a",
+            "    transformer but publishes no settings for them)",
+            *ours,
+        ]
     if method in ("opm", "opm+ogm"):
         ours += _OPM_NOT_REPRODUCED.get(setting.split("/")[1], [])
     others = ", ".join(_methods(setting))
@@ -813,8 +847,15 @@ def render_config(name: str) -> str:
     lines = [
         f"# Launch:   modbalance train --config {name} data.root=/data/{dataset}-prepared",
         f"# Prepare:  {notes['prepare']}",
-        f"# {notes['title']}; method: {_method_words(method)}.",
-        f"# One file per method: {others}.",
+        *(
+            [f"# {notes['title']}; method: {_method_words(method)}.", f"# One file per method: {others}."]
+            if kind == "late"
+            else [
+                f"# {notes['title']}; model.kind={kind} (docs/complex-models.md):",
+                f"# {_MODEL_KINDS[kind][0]}; method: joint (override method.name=ogm_ge or opm to balance).",
+                f"# Derived from {setting}_joint: only model.kind and model.interaction differ.",
+            ]
+        ),
         f"# Override any key: ... {overrides} (docs/datasets.md).",
         f"# Generated from modbalance.data.presets (DATASET_PRESETS[{setting!r}], CONFIG_NOTES) by",
         "#   `python docs/make_configs.py`; tests/test_configs.py checks that this file is current.",
@@ -841,8 +882,13 @@ def render_config(name: str) -> str:
             lines.append(f"    {modality}: {_flow({'name': encoder, 'options': notes['encoder_options']})}")
     train = {k: preset["train"][k] for k in ("epochs", "batch_size")}
     train.update(notes.get("train", _LOADER))
+    if kind == "late":
+        lines.append(f"  fusion: {preset['model']['fusion']}")
+    else:
+        lines += [f"  fusion: {preset['model']['fusion']}  # unused with model.kind != late", f"  kind: {kind}"]
+        if _MODEL_KINDS[kind][1]:
+            lines.append(f"  interaction: {_flow(_MODEL_KINDS[kind][1])}")
     lines += [
-        f"  fusion: {preset['model']['fusion']}",
         f"optim: {_flow(preset['optim'])}",
         f"method: {_flow(_method_section(setting, method))}",
         f"train: {_flow(train)}",
