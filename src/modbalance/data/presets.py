@@ -711,7 +711,7 @@ def _scalar(value: Any) -> str:
             text = f"{value:.12f}".rstrip("0")
         return text
     text = str(value)
-    if ":" in text:  # e.g. unimodal:audio, which a YAML flow mapping would split at the colon
+    if ":" in text:  # e.g. unimodal:audio: quoted, so that no reader can take the colon for a key separator
         return '"' + text + '"'
     return text
 
