@@ -32,12 +32,17 @@ from modbalance.data.synthetic import LAB_PRESETS  # noqa: E402
 from modbalance.encoders.registry import ENCODERS  # noqa: E402
 from modbalance.fusion import FUSIONS  # noqa: E402
 from modbalance.imbalance import COEFFICIENTS, RATIO_RULES  # noqa: E402
+from modbalance.interaction import INTERACTIONS  # noqa: E402
 from modbalance.opm import RESCALE_MODES  # noqa: E402
 from modbalance.train import validate  # noqa: E402
 from modbalance.train.config import ExperimentConfig  # noqa: E402
 
 #: ``<modality>`` stands for any modality name of the data.
 MODALITY = "<modality>"
+#: ``<component>`` stands for a component of the method (``ogm``, ``opm``) in ``method.windows``.
+COMPONENT = "<component>"
+#: Mapping keys of the schema whose entries are not modalities -> the placeholder of their entries.
+ENTRY_PLACEHOLDERS = {"method.windows": COMPONENT}
 
 #: Key -> the allowed values, read from the tables validation uses.
 ALLOWED: dict[str, Sequence[object]] = {
@@ -46,6 +51,7 @@ ALLOWED: dict[str, Sequence[object]] = {
     f"model.encoders.{MODALITY}.name": tuple(ENCODERS.names()),
     f"model.encoders.{MODALITY}.pretrained_conv1": ("auto", "adapt", "reinit"),
     "model.fusion": tuple(sorted(FUSIONS)),
+    "model.kind": ("late", *sorted(INTERACTIONS)),
     "method.name": (*validate.BALANCING_METHODS, "unimodal:<modality>"),
     "method.coefficient": tuple(COEFFICIENTS),
     "method.param_filter": tuple(validate.PARAM_FILTERS),
@@ -83,6 +89,8 @@ RANGES: dict[str, tuple[str, object, object]] = {
     "train.max_steps": ("null or >= 1", 0, 1),
     "train.probe_steps": (">= 1", 0, 1),
     "train.log_every_steps": (">= 1", 0, 1),
+    "train.max_elements": (">= 0", -1, 0),
+    "train.threads": (">= 0", -1, 0),
     "seed": (">= 0", -1, 0),
 }
 
@@ -102,6 +110,9 @@ MEANINGS: dict[str, str] = {
     f"model.encoders.{MODALITY}.pretrained_conv1": "how the checkpoint's first convolution is fitted to the input",
     "model.fusion": "the fusion head over the encoders' features",
     "model.fusion_options": "keyword options of the fusion head",
+    "model.kind": "`late`: encoders, then the fusion head; other kinds exchange information between the "
+    "encoders (docs/complex-models.md)",
+    "model.interaction": "keyword options of the `model.kind` module (refused with `late`)",
     "method.name": "the balancing method, or `unimodal:<modality>` to train one modality alone",
     "method.alpha": "OGM's modulation strength",
     "method.coefficient": "OGM's coefficient formula (docs/methods.md section 3)",
@@ -114,6 +125,10 @@ MEANINGS: dict[str, str] = {
     "method.lam": "OPM's lambda: how fast the drop probability grows with the imbalance",
     "method.p_exe": "probability that OPM acts in a step",
     "method.rescale": "how OPM rescales the surviving features",
+    f"method.windows.{COMPONENT}.start_epoch": "first epoch of that component (`ogm`, `opm`) of the method; "
+    "replaces `method.start_epoch` for it",
+    f"method.windows.{COMPONENT}.end_epoch": "last epoch of that component; `null`: to the end",
+    "method.options": "keyword options of a method of `modbalance.methods` (e.g. `mslr`)",
     "optim.name": "the optimizer over every trainable parameter",
     "optim.lr": "learning rate",
     "optim.momentum": "momentum (SGD only)",
@@ -135,8 +150,10 @@ MEANINGS: dict[str, str] = {
     "train.select_metric": "the metric the best checkpoint is selected by",
     "train.probe": "fit a linear probe per modality at the end (test accuracy)",
     "train.probe_steps": "optimizer steps of each probe",
+    "train.max_elements": "most elements in an encoder's parameters or in one activation; more is refused; 0: no limit",
     "train.log_every_steps": "steps between training-log lines",
     "train.progress": "show a progress bar",
+    "train.threads": "torch CPU threads during the run (restored after it); 0: keep the process's setting",
     "seed": "seed of every random draw of the run",
     "output_dir": "folder under which the run folder is created",
     "run_name": "the run folder's name; `null`: `<data>-<method>-seed<seed>`",
@@ -169,7 +186,7 @@ def schema_keys(cls: type = ExperimentConfig, prefix: str = "") -> list[tuple[st
             continue
         args = typing.get_args(kind)
         if typing.get_origin(kind) is dict and args and dataclasses.is_dataclass(args[1]):
-            rows += schema_keys(args[1], f"{key}.{MODALITY}.")
+            rows += schema_keys(typing.cast(type, args[1]), f"{key}.{ENTRY_PLACEHOLDERS.get(key, MODALITY)}.")
             continue
         rows.append((key, _type_name(kind), _default(field)))
     return rows
@@ -200,9 +217,10 @@ def render() -> str:
         "`key=value` overrides of the command line.",
         "",
         "Shipped configs: `lab/<name>` (hand-written examples on the imbalance lab) and, per dataset",
-        "setting, one file per method, `<dataset>/<setting>_<method>`, generated from",
-        "`modbalance.data.presets` by `python docs/make_configs.py`. A setting's name alone names its",
-        "OGM-GE file (`cremad/tpami` is `cremad/tpami_ogm_ge`). The settings: "
+        "setting, one file per method, `<dataset>/<setting>_<method>` (`opm+ogm` as `opm_ogm`,",
+        "`unimodal:<modality>` as `<modality>`), and for some settings one joint-training file per model kind",
+        "(`cremad/tpami_mmtm`), generated from `modbalance.data.presets` by `python docs/make_configs.py`.",
+        "A setting's name alone names its OGM-GE file (`cremad/tpami` is `cremad/tpami_ogm_ge`). The settings: "
         + ", ".join(f"`{name}`" for name in DATASET_PRESETS)
         + ".",
         "",

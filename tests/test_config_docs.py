@@ -29,7 +29,7 @@ PLACEHOLDERS = {"unimodal:<modality>", "cuda:<index>"}
 
 
 def concrete(key: str) -> str:
-    return key.replace(make_config.MODALITY, "audio")
+    return key.replace(make_config.MODALITY, "audio").replace(make_config.COMPONENT, "ogm")
 
 
 def test_config_page_is_current() -> None:
@@ -50,7 +50,7 @@ def test_every_documented_key_and_default_is_a_loadable_override() -> None:
         value = "null" if default is None else str(default).lower() if isinstance(default, bool) else default
         overrides.append(f"{concrete(key)}={value}")
     assert len(overrides) > 40
-    load_config(None, overrides)
+    load_config(None, [*overrides, "method.name=opm+ogm"])  # a method with the components method.windows names
 
 
 @pytest.mark.parametrize("key", sorted(set(make_config.ALLOWED) - AT_DATA_BUILD))

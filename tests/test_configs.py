@@ -56,6 +56,20 @@ def test_a_setting_name_alone_names_its_ogm_ge_config(setting: str) -> None:
     assert load_config(setting, [DUMMY_ROOT]) == load_config(f"{setting}_ogm_ge", [DUMMY_ROOT])
 
 
+def test_opm_ogm_gets_one_window_per_component_where_the_preset_windows_differ(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cremad/tpami ships no opm+ogm file; rendered, its OGM keeps 6-80 and its OPM runs from 6 to the end."""
+    notes = dict(CONFIG_NOTES["cremad/tpami"], methods=(*CONFIG_NOTES["cremad/tpami"]["methods"], "opm+ogm"))
+    monkeypatch.setitem(CONFIG_NOTES, "cremad/tpami", notes)
+    path = tmp_path / "opm_ogm.yaml"
+    path.write_text(render_config("cremad/tpami_opm_ogm"))
+    method = load_config(path, [DUMMY_ROOT]).method
+    assert method.name == "opm+ogm" and (method.alpha, method.q_base, method.param_filter) == (2.6, 0.5, "conv")
+    windows = {name: (w.start_epoch, w.end_epoch) for name, w in method.windows.items()}
+    assert windows == {"ogm": (6, 80), "opm": (6, None)}
+
+
 def test_unknown_config_names_list_the_shipped_ones() -> None:
     with pytest.raises(FileNotFoundError, match=r"config file 'cremad/paper' not found \(shipped configs: "):
         resolve_config_path("cremad/paper")

@@ -106,16 +106,18 @@ CODE_BASE = {"ogm_ge": "cvpr2022_code", "tpami": "tpami2024_code", "balancebench
 def test_generated_configs_agree_with_the_reference_preset_of_their_code_base():
     """The trainer's configs and REFERENCE_PRESETS state the same facts where both state them."""
     pytest.importorskip("omegaconf")
-    from modbalance.data.presets import config_names
+    from modbalance.data.presets import DATASET_PRESETS, config_names
     from modbalance.train import load_config
 
     checked = 0
     for name in config_names():
-        setting, method = name.rsplit("_", 1) if not name.endswith("_ogm_ge") else (name[: -len("_ogm_ge")], "ogm_ge")
+        setting = max((s for s in DATASET_PRESETS if name.startswith(s + "_")), key=len)
         code_base = CODE_BASE.get(setting.split("/")[1])
-        if code_base is None or method == "joint":
-            continue
         config = load_config(name, ["data.root=/nonexistent"]).method
+        method = config.name
+        if code_base is None or method == "joint":  # the model-kind variants (tpami_mmtm, ...) train joint
+            continue
+        assert method in ("ogm_ge", "opm"), name  # the code-base settings ship these two methods only
         if method == "opm":
             reference = opm_preset(code_base)
             keys = ("q_base", "lam", "p_exe", "rescale", "start_epoch", "end_epoch")

