@@ -20,7 +20,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the public names, for type checkers; at run time they load on first use
-    from modbalance import fusion, presets, scores
+    from modbalance import fusion, interaction, presets, scores
     from modbalance.imbalance import (
         COEFFICIENTS,
         RATIO_RULES,
@@ -66,8 +66,6 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
 
-
-from modbalance import interaction  # isort: skip  (needs model, opm and scores first)
 
 __version__ = "0.1.0"
 
