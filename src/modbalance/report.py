@@ -38,9 +38,7 @@ __all__ = [
 METHOD_ORDER: tuple[str, ...] = ("joint", "ogm", "ogm_ge", "opm", "opm+ogm")
 #: Config keys (dotted) that do not separate runs into rows: the seeds (``data.options.seed`` draws
 #: the lab's data from the run's seed), where the run was written, and the progress bar.
-IGNORED_CONFIG_KEYS: frozenset[str] = frozenset(
-    {"seed", "data.options.seed", "output_dir", "run_name", "train.progress"}
-)
+IGNORED_CONFIG_KEYS: tuple[str, ...] = ("data.options.seed", "output_dir", "run_name", "seed", "train.progress")
 #: At most this many differing keys are spelled out in a row label.
 _LABEL_KEYS = 3
 
