@@ -1,4 +1,4 @@
-"""Scores, ratios, coefficients and drop probabilities against METHOD.md's worked examples."""
+"""Scores, ratios, coefficients and drop probabilities against hand-computed worked examples (docs/methods.md)."""
 
 import math
 
@@ -22,7 +22,7 @@ def reference_scores(logits: dict, target: torch.Tensor) -> dict:
 
 
 def e1_logits() -> tuple[dict, torch.Tensor]:
-    # METHOD.md E1: audio p(true) = 0.6, 0.5; visual p(true) = 0.2, 0.3; labels (0, 1).
+    # Worked example E1 (hand-computed): audio p(true) = 0.6, 0.5; visual p(true) = 0.2, 0.3; labels (0, 1).
     audio = torch.tensor([[0.6, 0.4], [0.5, 0.5]]).log()
     visual = torch.tensor([[0.2, 0.8], [0.7, 0.3]]).log()
     return {"audio": audio, "visual": visual}, torch.tensor([0, 1])
@@ -56,7 +56,7 @@ def test_scores_are_detached_float32_and_half_inputs_work():
     assert s["b"].item() == pytest.approx(s["a"].item(), rel=1e-3)
 
 
-# METHOD.md E2: rho = 2.2 for audio; visual k = 1 always.
+# Worked example E2 (hand-computed): rho = 2.2 for audio; visual k = 1 always.
 E2 = [
     (0.1, 0.7835, 0.8806, 0.9166),
     (0.5, 0.1995, 0.4630, 0.5832),

@@ -1,4 +1,4 @@
-"""Audio front-ends: exact shapes (DATASETS.md §6) and parity with test-local transcriptions of the references."""
+"""Audio front-ends: exact shapes (docs/datasets.md) and parity with test-local transcriptions of the references."""
 
 import math
 

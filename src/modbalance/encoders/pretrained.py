@@ -9,7 +9,7 @@ The stem ``conv1`` is handled by ``conv1=``:
 
 * ``"auto"`` (default): copy when the channel counts match, **adapt** a 3-channel stem to a 1-channel one
   (spectrograms), and keep the encoder's random init for any other count, e.g. the 2-channel flow stem, as the
-  UCF-101 reference does ("the flow conv1 stays random", DATASETS.md §1.5, §2.5).
+  UCF-101 setting of GeWu-Lab/BalanceBenchmark does (its 2-channel flow stem is not loaded from ImageNet).
 * ``"adapt"``: always adapt, ``W'[:, k] = sum_c W[:, c] / C'`` for each of the ``C'`` target channels.
 * ``"reinit"``: never load ``conv1``; it keeps the encoder's current (random) weights.
 

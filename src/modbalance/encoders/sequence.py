@@ -3,7 +3,7 @@
 Pipeline: ``(B, L, in_dim)`` → ``Conv1d(in_dim, d_model, kernel_size=1)`` (a per-step linear projection) →
 ``nn.TransformerEncoder`` (post-norm layers, ReLU, batch-first) → one step (or the mean) → ``(B, d_model)``.
 
-Reference sizes for MOSEI (DATASETS.md §1.5, §2.6; BalanceBench ``encoders/transformer_encoder.py``):
+Reference sizes for MOSEI (BalanceBench ``encoders/transformer_encoder.py``):
 ``d_model=1024, num_heads=4, num_layers=2, dim_feedforward=512, dropout=0.1``, inputs of 300 (GloVe text),
 74 (COVAREP audio) and 35 (Facet vision) dims. Our defaults are much smaller so that CPU tests are fast; pass
 the reference sizes explicitly to reproduce the benchmark. Known deviations from that reference:
@@ -12,7 +12,7 @@ the reference sizes explicitly to reproduce the benchmark. Known deviations from
   non-linearity in between this is one affine map of rank ≤ 512, which for ``in_dim ≤ 512`` (all MOSEI
   streams) spans exactly the maps of our single ``Conv1d`` with bias.
 * BalanceBench reads ``transformer(x)[0]`` on a sequence-first tensor, i.e. the **first** time step, although
-  DATASETS.md describes "the last time step" (MulT's choice). We default to ``pool="last"`` and offer
+  MulT-style encoders take "the last time step" (MulT's choice). We default to ``pool="last"`` and offer
   ``pool="first"`` for BalanceBench parity and ``pool="mean"``.
 * Neither reference adds positional encodings, and neither do we: order enters only through the pooled step.
 """
