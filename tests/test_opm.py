@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import modbalance.opm as opm_module
 from modbalance import OPM, kept_cross_entropy
 
-SCORES_22 = {"audio": torch.tensor(2.2), "visual": torch.tensor(1.0)}  # rho_audio = 2.2 (hand-computed; docs/methods.md, OPM worked numbers)
+SCORES_22 = {"audio": torch.tensor(2.2), "visual": torch.tensor(1.0)}  # rho_audio = 2.2 (docs/methods.md)
 Q_22 = 0.5 * (1 + 0.5 * math.tanh(1.2))  # 0.7084
 
 

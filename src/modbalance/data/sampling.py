@@ -1,4 +1,4 @@
-"""Which frames of a clip a loader reads (the reference loaders' conventions and ours: docs/datasets.md), and per-sample random generators.
+"""Which frames of a clip a loader reads (docs/datasets.md), and per-sample random generators.
 
 Train-time draws come from a ``torch.Generator`` seeded from ``(seed, epoch, index)``, so a sample's
 frames and crops do not depend on the number of DataLoader workers or on the order samples are read.

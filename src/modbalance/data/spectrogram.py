@@ -1,4 +1,4 @@
-"""The audio front-ends of the reference code (the four recipes of the reference loaders: docs/datasets.md), in plain torch.
+"""The audio front-ends of the reference loaders (four recipes, docs/datasets.md), in plain torch.
 
 =====  ==========================================================  ===========  ===================
 Id     Recipe                                                       Rate         Output per clip

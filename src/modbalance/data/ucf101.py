@@ -2,7 +2,7 @@
 
 Per sample: ``{"visual": (3, frames, S, S) RGB normalised with ImageNet statistics,
 "flow": (2, frames, S, S) u/v in [0, 1]}`` (``flow_channels=3``: [u, v, u]). A horizontal flip mirrors
-u and v together and negates u (BalanceBenchmark's ``ucf101_dataset.py`` flips u and v independently and never negates u).
+u and v together and negates u (BalanceBenchmark's ``ucf101_dataset.py`` flips them independently, u unnegated).
 
 Layouts (option ``layout``):
 
