@@ -19,11 +19,11 @@ it (``modulate_ms``), next to joint's time per step (``step_ms``), to show where
 On CUDA, PyTorch runs fp32 convolutions in TF32 by default (``torch.backends.cudnn.allow_tf32``); the JSON
 records the flags, and ``--no-tf32`` gives a strict-fp32 baseline.
 
-Targets (issue 5): OGM-GE and OPM within 3% of joint's throughput (ratio >= 0.97); bf16 at least 1.8x fp32.
+Targets: OGM-GE and OPM within 3% of joint's throughput (ratio >= 0.97); bf16 at least 1.8x fp32.
 
 Usage::
 
-    python benchmarks/gpu.py --device cuda --out gpu.json    # one H100: about 3 minutes
+    python benchmarks/gpu.py --device cuda --out gpu.json    # the full run (its GPU time is not measured yet)
     python benchmarks/gpu.py --device cpu --quick            # smoke run on a laptop, tiny inputs
 """
 

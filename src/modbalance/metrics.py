@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor
 
-from modbalance.imbalance import discrepancy_ratios
+from modbalance.imbalance import _score_vector, discrepancy_ratios
 
 __all__ = ["EpochSums", "classification_metrics", "true_class_confidence"]
 
@@ -96,17 +96,16 @@ def classification_metrics(logits: Tensor, target: Tensor, num_classes: int) -> 
 def true_class_confidence(logits: Tensor, target: Tensor) -> Tensor:
     """Sum over the batch of ``softmax(logits)[y]``, without a host synchronisation.
 
-    The same quantity as :func:`modbalance.unimodal_scores`, kept here as a sync-free metric
-    (the public function checks its inputs, which costs a synchronisation).
+    The same quantity as :func:`modbalance.unimodal_scores`, from the same implementation
+    (``modbalance.imbalance._score_vector``) without the input checks, whose synchronisation a
+    metric does not need.
 
     Example:
         >>> import torch
         >>> true_class_confidence(torch.tensor([[0.6, 0.4], [0.5, 0.5]]).log(), torch.tensor([0, 1]))
         tensor(1.1000)
     """
-    with torch.no_grad():
-        probs = torch.softmax(logits.detach().float(), dim=1)
-        return probs.gather(1, target.unsqueeze(1)).sum()
+    return _score_vector({"logits": logits.detach()}, target)[0][0]
 
 
 class EpochSums:
@@ -157,9 +156,8 @@ class EpochSums:
             if self.modalities:
                 stacked = torch.stack([unimodal_logits[m].detach() for m in self.modalities])
                 s["correct_m"] += (stacked.argmax(dim=2) == target.unsqueeze(0)).sum(dim=1)
-                s["confidence_m"] += torch.stack(
-                    [true_class_confidence(unimodal_logits[m], target) for m in self.modalities]
-                )
+                ordered = {m: unimodal_logits[m].detach() for m in self.modalities}
+                s["confidence_m"] += _score_vector(ordered, target)[0]
 
     def add_coefficients(self, coefficients: Mapping[str, float]) -> None:
         """Add OGM's coefficients of one optimizer step (floats, from ``OGM.modulate``)."""
