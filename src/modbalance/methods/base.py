@@ -122,6 +122,8 @@ class Requirements:
         extra_forwards: extra forward passes per step (documentation of the cost; 0 = none).
         ddp: runs under ``DistributedDataParallel`` (several processes).
         amp: runs under bf16/fp16 autocast.
+        fp16: with ``amp``, also runs under fp16 and its gradient scaler (``False``: bf16 only);
+            the reason goes in ``fp16_unsupported``, e.g. extra gradients taken past the scaler.
         grad_accum: runs with gradient accumulation (several micro-batches per step).
 
     Example:
@@ -137,6 +139,8 @@ class Requirements:
     extra_forwards: int = 0
     ddp: bool = True
     amp: bool = True
+    fp16: bool = True
+    fp16_unsupported: str = ""
     grad_accum: bool = True
 
 
@@ -366,6 +370,11 @@ class BalancingMethod(nn.Module):
             raise MethodRequirementError(
                 f"method {self.name!r} does not support mixed precision (train.precision={precision!r}); "
                 "use train.precision=fp32"
+            )
+        if precision == "fp16" and not req.fp16:
+            raise MethodRequirementError(
+                f"method {self.name!r} does not support fp16 (train.precision='fp16'): {req.fp16_unsupported}; "
+                "use train.precision=bf16 or fp32"
             )
         if grad_accum_steps > 1 and not req.grad_accum:
             raise MethodRequirementError(

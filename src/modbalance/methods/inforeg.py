@@ -123,7 +123,14 @@ class InfoReg(BalancingMethod):
     """
 
     name = "inforeg"
-    requires = Requirements(min_modalities=2, max_modalities=2, fusions=("Concat", "Sum"), ddp=False)
+    requires = Requirements(
+        min_modalities=2,
+        max_modalities=2,
+        fusions=("Concat", "Sum"),
+        ddp=False,
+        fp16=False,
+        fp16_unsupported="the gradient scaler's skipped steps carry non-finite gradients into the Fisher trace",
+    )
 
     def __init__(
         self,
@@ -166,15 +173,6 @@ class InfoReg(BalancingMethod):
         super().check(model, held_out=held_out)
         assert isinstance(model, MultimodalClassifier)
         self._bind(model)
-
-    def check_settings(self, *, distributed: bool = False, precision: str = "fp32", grad_accum_steps: int = 1) -> None:
-        """Refuse DDP (base rule) and fp16, whose skipped (non-finite) steps would poison the Fisher trace."""
-        super().check_settings(distributed=distributed, precision=precision, grad_accum_steps=grad_accum_steps)
-        if precision == "fp16":
-            raise MethodRequirementError(
-                "method 'inforeg' does not support fp16 (train.precision='fp16'): the gradient scaler's skipped "
-                "steps carry non-finite gradients into the Fisher trace; use train.precision=bf16 or fp32"
-            )
 
     def _bind(self, model: MultimodalClassifier) -> None:
         self._modalities = list(model.modalities)

@@ -137,7 +137,13 @@ class MLA(BalancingMethod):
     """
 
     name = "mla"
-    requires = Requirements(min_modalities=2, ddp=False, grad_accum=False)
+    requires = Requirements(
+        min_modalities=2,
+        ddp=False,
+        grad_accum=False,
+        fp16=False,
+        fp16_unsupported="its extra per-modality optimizer steps bypass the gradient scaler",
+    )
 
     def __init__(
         self,
@@ -176,15 +182,6 @@ class MLA(BalancingMethod):
         super().check(model, held_out=held_out)
         assert isinstance(model, MultimodalClassifier)
         self._bind(model)
-
-    def check_settings(self, *, distributed: bool = False, precision: str = "fp32", grad_accum_steps: int = 1) -> None:
-        """Refuse DDP and gradient accumulation (base rules) and fp16 (the inner steps bypass the scaler)."""
-        super().check_settings(distributed=distributed, precision=precision, grad_accum_steps=grad_accum_steps)
-        if precision == "fp16":
-            raise MethodRequirementError(
-                "method 'mla' does not support fp16 (train.precision='fp16'): its extra per-modality optimizer "
-                "steps bypass the gradient scaler; use train.precision=bf16 or fp32"
-            )
 
     def _bind(self, model: MultimodalClassifier) -> None:
         dims = model.fusion.dims

@@ -131,7 +131,12 @@ class MMPareto(BalancingMethod):
     """
 
     name = "mmpareto"
-    requires = Requirements(min_modalities=2, ddp=False)
+    requires = Requirements(
+        min_modalities=2,
+        ddp=False,
+        fp16=False,
+        fp16_unsupported="its per-loss gradients are taken without the gradient scaler and can underflow",
+    )
 
     def __init__(self, *, gamma: float = 1.5, start_epoch: int = 0, end_epoch: int | None = None) -> None:
         super().__init__(start_epoch=start_epoch, end_epoch=end_epoch)
@@ -153,15 +158,6 @@ class MMPareto(BalancingMethod):
         assert isinstance(model, MultimodalClassifier)
         _encoder_groups(model)
         self._bind(model)
-
-    def check_settings(self, *, distributed: bool = False, precision: str = "fp32", grad_accum_steps: int = 1) -> None:
-        """Refuse DDP (base rule) and fp16, whose gradient scaler the per-loss gradients would bypass."""
-        super().check_settings(distributed=distributed, precision=precision, grad_accum_steps=grad_accum_steps)
-        if precision == "fp16":
-            raise MethodRequirementError(
-                "method 'mmpareto' does not support fp16 (train.precision='fp16'): its per-loss gradients are "
-                "taken without the gradient scaler and can underflow; use train.precision=bf16 or fp32"
-            )
 
     def _bind(self, model: MultimodalClassifier) -> None:
         fusion = model.fusion
