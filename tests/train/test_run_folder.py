@@ -139,3 +139,16 @@ def test_validation_held_out_of_train_never_overlaps_it(tmp_path):
     folder = run(load_config("lab/tiny", [f"output_dir={tmp_path}", "data.val_fraction=0.25", "train.epochs=1"]))
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["global_step"] == math.ceil((n - n // 4) / 32)
+
+
+def test_opm_drop_probabilities_reach_the_epoch_records(tmp_path):
+    # Epoch 0 is outside OPM's window (q = 0 for every modality); in epoch 1 the dominant modality's
+    # mean q is positive and at most q_base * (1 + lam) (the tanh ratio term is below 1), which a
+    # trainer that dropped OPM's q from its records (or logged zeros) would fail.
+    folder = tiny_run(tmp_path, "opm", "method.name=opm", "method.start_epoch=1", "train.epochs=2")
+    records = read_metrics(folder / "metrics.jsonl")
+    modalities = sorted(lab_preset("tiny").modalities)
+    assert [records[0][f"train/q/{m}"] for m in modalities] == [0.0] * len(modalities)
+    q = [records[1][f"train/q/{m}"] for m in modalities]
+    assert max(q) > 0.0
+    assert all(0.0 <= value <= 0.5 * (1 + 0.5) for value in q)

@@ -203,9 +203,7 @@ def train_step(
         watch.update(loss, step)
         sums.add_batch(loss, out.logits, out.unimodal_logits, y)
         if opm is not None:
-            active = opm.active(epoch)
-            zeros = {m: torch.zeros((), device=device) for m in sums.modalities}
-            sums.add_drop_probs(opm.last_drop_probs if active else zeros)
+            sums.add_drop_probs(out.drop_probs)  # zeros outside OPM's window
         if ogm is not None and not last:
             ogm.accumulate(out.unimodal_logits, y)
     if ogm is not None:
