@@ -101,6 +101,47 @@ def test_epoch_hooks_see_whole_splits(tmp_path: Path, registered: None, monkeypa
     assert events == [("start", 0, (val_rows, 3)), ("end", 0), ("start", 1, (val_rows, 3)), ("end", 1)]
 
 
+class StageReset(Counting):
+    """Records the epoch's step count and the optimizer state size when it resets it."""
+
+    name = "stage_reset_test"
+
+    def on_epoch_start(self, model: Any, context: EpochContext) -> None:
+        assert context.reset_optimizer is not None
+        self.events.append(("batches", context.batches))
+        if context.epoch == 1:
+            self.optimizer_before = dict(self._optimizer.state)
+            context.reset_optimizer()
+            self.optimizer_after = dict(self._optimizer.state)
+
+
+def test_epoch_context_counts_batches_and_resets_the_optimizer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[StageReset] = []
+    original_groups = StageReset.param_groups
+
+    def groups(self: StageReset, model: Any, lr: float) -> list[dict[str, Any]]:
+        seen.append(self)
+        return original_groups(self, model, lr)
+
+    monkeypatch.setattr(StageReset, "param_groups", groups)
+    original_build = build_optimizer
+
+    def spy_build(*args: Any, **kwargs: Any) -> Any:
+        optimizer, scheduler = original_build(*args, **kwargs)
+        seen[-1]._optimizer = optimizer
+        return optimizer, scheduler
+
+    monkeypatch.setattr("modbalance.train.trainer.build_optimizer", spy_build)
+    METHODS.register("stage_reset_test")(StageReset)
+    try:
+        run(tiny(tmp_path, "method.name=stage_reset_test", "optim.momentum=0.9"))
+    finally:
+        METHODS._builders.pop("stage_reset_test")
+    method = seen[-1]
+    assert [e for e in method.events if e[0] == "batches"] == [("batches", 8), ("batches", 8)]  # 240 / 32
+    assert len(method.optimizer_before) > 0 and method.optimizer_after == {}
+
+
 def test_resume_mid_epoch_restores_method_state_exactly(
     tmp_path: Path, registered: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -173,18 +173,26 @@ class EpochContext:
     Attributes:
         epoch: the epoch (0-based) that starts or has just ended.
         forward: ``forward(split)`` runs a whole split (``"train"``, ``"val"``) through the model
-            in eval mode without gradients and returns :class:`SplitOutputs`; ``None`` when the
-            loop offers no such pass (methods that need it say so in ``requires``).
+            in eval mode without gradients and returns :class:`SplitOutputs` (rows in the split's
+            order); ``None`` when the loop offers no such pass (methods that need it say so in
+            ``requires``).
+        batches: optimizer steps in this epoch on this process (``None``: unknown), for methods
+            whose schedule is counted in steps.
+        reset_optimizer: ``reset_optimizer()`` forgets the optimizer's state (momentum, Adam
+            moments), as if a new optimizer with the same hyperparameters were built; for methods
+            that train in stages with a fresh optimizer each (``None``: the loop offers none).
 
     Example:
         >>> import torch
-        >>> ctx = EpochContext(3, lambda split: SplitOutputs(torch.zeros(1, 2), {}, {}, torch.zeros(1)))
-        >>> ctx.epoch, ctx.forward("val").logits.shape
-        (3, torch.Size([1, 2]))
+        >>> ctx = EpochContext(3, lambda split: SplitOutputs(torch.zeros(1, 2), {}, {}, torch.zeros(1)), batches=10)
+        >>> ctx.epoch, ctx.forward("val").logits.shape, ctx.batches
+        (3, torch.Size([1, 2]), 10)
     """
 
     epoch: int
     forward: Callable[[str], SplitOutputs] | None = None
+    batches: int | None = None
+    reset_optimizer: Callable[[], None] | None = None
 
 
 def head_weights(model: MultimodalClassifier) -> dict[str, tuple[Tensor, Tensor | None]]:

@@ -526,7 +526,10 @@ class _Trainer:
                 self.core, self.bundle, split, self.ctx, batch_size=train.eval_batch_size, precision=train.precision
             )
 
-        return EpochContext(self.epoch, forward)
+        def reset_optimizer() -> None:
+            self.optimizer.state.clear()  # what a new optimizer of the same groups would start from
+
+        return EpochContext(self.epoch, forward, batches=len(self.sampler), reset_optimizer=reset_optimizer)
 
     def _skipped(self, roles: list[str] | None, when: str) -> dict[str, Any]:
         """Every rank's skipped samples of ``roles`` since the last call, as record keys; logged by name."""
