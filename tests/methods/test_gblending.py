@@ -143,6 +143,38 @@ def test_loss_is_the_weighted_sum_of_branch_cross_entropies(fusion: str) -> None
     assert float(late.loss(model, out, y, epoch=0)) == pytest.approx(float(ce(z_audio + z_visual)), rel=1e-6)
 
 
+def test_own_heads_loss_gradients_and_branch_losses() -> None:
+    gen = torch.Generator().manual_seed(1)
+    dims = {"audio": 4, "visual": 4}
+    model = MultimodalClassifier({"audio": nn.Linear(6, 4), "visual": nn.Linear(5, 4)}, FiLM(dims, 3)).double()
+    method = GBlending(heads="own", weights={"audio": 0.25, "visual": 0.25, "fused": 0.5})
+    method.check(model, held_out=True)
+    heads = {m: method.heads[m] for m in ("audio", "visual")}
+    assert [tuple(h.weight.shape) for h in heads.values()] == [(3, 4), (3, 4)]
+    assert heads["audio"].weight.dtype == torch.float64
+    group = method.param_groups(model, lr=0.1)[0]["params"]
+    assert any(p is heads["visual"].weight for p in group)  # the optimizer trains them
+    x = {"audio": torch.randn(9, 6, generator=gen).double(), "visual": torch.randn(9, 5, generator=gen).double()}
+    y = torch.randint(0, 3, (9,), generator=gen)
+    out = model(x)
+    loss = method.loss(model, out, y, epoch=0)
+    feats = {m: model.encoders[m](x[m]) for m in ("audio", "visual")}
+    expected = (
+        0.25 * F.cross_entropy(heads["audio"](feats["audio"]), y)
+        + 0.25 * F.cross_entropy(heads["visual"](feats["visual"]), y)
+        + 0.5 * F.cross_entropy(out.logits, y)
+    )
+    assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-6)  # fp32 loss
+    loss.backward()
+    assert heads["audio"].weight.grad is not None and float(heads["audio"].weight.grad.abs().sum()) > 0
+    # the split losses use the same heads
+    with torch.no_grad():
+        split = SplitOutputs(out.logits.detach(), {}, {m: f.detach() for m, f in feats.items()}, y)
+        measured = method.branch_losses(model, split)
+        assert measured["visual"] == pytest.approx(float(F.cross_entropy(heads["visual"](feats["visual"]), y)))
+        assert measured["fused"] == pytest.approx(float(F.cross_entropy(out.logits, y)))
+
+
 def _controlled_forward(model: MultimodalClassifier, logits: dict[str, dict[str, torch.Tensor]], calls: list[str]):
     """A split pass whose branch logits are given: features that the head maps to exactly those logits."""
     head = model.fusion.head
@@ -252,8 +284,12 @@ def test_errors_name_the_method_and_the_fix() -> None:
     film = MultimodalClassifier(
         {"audio": nn.Linear(6, 4), "visual": nn.Linear(5, 4)}, FiLM({"audio": 4, "visual": 4}, 3)
     )
-    with pytest.raises(MethodRequirementError, match=r"method 'gblending' needs a fusion .*FiLM.*concat, sum"):
+    with pytest.raises(MethodRequirementError, match=r"method 'gblending' with heads='fusion' needs .*FiLM.*heads=own"):
         GBlending().check(film, held_out=True)
+    GBlending(heads="own").check(film, held_out=True)  # own heads: any fusion
+    with pytest.raises(MethodRequirementError, match=r"heads='own' does not support distributed training"):
+        GBlending(heads="own").check_settings(distributed=True)
+    GBlending().check_settings(distributed=True, precision="fp16", grad_accum_steps=2)
     with pytest.raises(MethodRequirementError, match=r"EpochContext\.forward"):
         method = GBlending()
         method.check(_model3(), held_out=True)
@@ -265,6 +301,7 @@ def test_errors_name_the_method_and_the_fix() -> None:
         ({"eps": 0.0}, "eps must be a finite number > 0"),
         ({"weights": {"audio": -1.0}}, r"weights\['audio'\] must be a finite number >= 0"),
         ({"weights": []}, "weights must be a mapping branch -> weight"),
+        ({"heads": "separate"}, r"heads must be one of \['fusion', 'own'\], got 'separate'"),
     ]:
         with pytest.raises(ValueError, match=f"method 'gblending': {message}"):
             GBlending(**bad)
@@ -299,12 +336,14 @@ def test_trainer_epochs_log_weights_from_the_recorded_gain_and_overfitting(tmp_p
 
 
 @pytest.mark.slow
-def test_resume_mid_epoch_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("heads", ["fusion", "own"])
+def test_resume_mid_epoch_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, heads: str) -> None:
     from modbalance.train import load_config, run
     from modbalance.train.checkpoint import load_checkpoint
 
     base = [f"output_dir={tmp_path}", "train.device=cpu", "train.probe=false", "train.epochs=3"]
     base += ["train.checkpoint_every_steps=3", "method.name=gblending", "method.options.super_epoch=1"]
+    base += [f"method.options.heads={heads}"]
     reference = run(load_config("lab/tiny", [*base, "run_name=ref"]))
 
     import modbalance.train.trainer as trainer_module
@@ -326,3 +365,10 @@ def test_resume_mid_epoch_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     final_cut = load_checkpoint(cut / "checkpoints" / "last.pt")["model"]
     for key, value in load_checkpoint(reference / "checkpoints" / "last.pt")["model"].items():
         assert torch.equal(final_cut[key], value), key
+    if heads == "own":  # the method's own heads are in its state and end equal too
+        own_cut = load_checkpoint(cut / "checkpoints" / "last.pt")["ranks"][0]["method"]
+        own_ref = load_checkpoint(reference / "checkpoints" / "last.pt")["ranks"][0]["method"]
+        keys = [key for key in own_ref if key.startswith("heads.")]
+        assert sorted(keys) == ["heads.audio.bias", "heads.audio.weight", "heads.visual.bias", "heads.visual.weight"]
+        for key in keys:
+            assert torch.equal(own_cut[key], own_ref[key]), key

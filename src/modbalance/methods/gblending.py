@@ -24,16 +24,19 @@ the generalisation gained and the overfitting gained, and the next super-epoch t
 
 .. math:: w_k = \frac{\Delta G_k / \Delta O_k^2}{\sum_j \Delta G_j / \Delta O_j^2}.
 
-The first super-epoch trains with uniform weights :math:`1/(M+1)` (or ``weights``).
+The first super-epoch trains with uniform weights :math:`1/(M+1)` (or ``weights``). The
+uni-modal logits :math:`z_m` are the fusion head's per-modality blocks (``heads="fusion"``,
+:func:`~modbalance.methods.base.unimodal_logits_with_grad`) or one linear head per modality owned
+by the method (``heads="own"``, as VMZ: ``c2/lib/models/audio_visual_model.py`` 483-497).
 
 Deviations, each deliberate: the losses are read off the trajectory of the blended model itself
 (the paper and BalanceBenchmark train a copy of the model per branch for a super-epoch to
-estimate them; our loop has no such trial runs); the uni-modal logits are the fusion head's
-per-modality blocks (:func:`~modbalance.methods.base.unimodal_logits_with_grad`), not separate
-heads as in VMZ (``audio_visual_model.py`` 483-497); a branch whose held-out loss did not fall
-(:math:`\Delta G_k \le 0`) gets weight 0 with ``gain="clip"`` (``gain="abs"``: :math:`|\Delta G_k|`
-as BalanceBenchmark and MultiBench); :math:`\Delta O_k^2` is floored at ``eps``; when no branch
-generalised, the weights stay as they were.
+estimate them; our loop has no such trial runs); by default the uni-modal logits are the
+fusion head's blocks, not separate heads as in VMZ (``heads="own"`` gives those); a branch
+whose held-out loss did not fall (:math:`\Delta G_k \le 0`) gets weight 0 with
+``gain="clip"`` (``gain="abs"``: :math:`|\Delta G_k|` as BalanceBenchmark and MultiBench);
+:math:`\Delta O_k^2` is floored at ``eps``; when no branch generalised, the weights stay as
+they were.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ __all__ = ["FUSED", "GBlending", "blend_weights"]
 FUSED = "fused"
 
 _GAINS = ("clip", "abs")
+_HEADS = ("fusion", "own")
 
 
 def blend_weights(
@@ -117,11 +121,15 @@ class GBlending(BalancingMethod):
     super_epoch``, ...) from the branch losses on the training and held-out splits (see the
     module docstring). Prediction uses the fused logits.
 
-    Needs: a held-out split, a linear fusion head (``concat`` or ``sum``: the uni-modal logits
-    are its per-modality blocks). Cost: per step, ``M`` extra ``(B, D_m) x (D_m, C)`` products and
-    cross-entropies; per super-epoch, one eval pass over the training and held-out splits.
-    DDP (every rank sees all rows of the split passes, so all compute the same weights), bf16,
-    fp16 and gradient accumulation work.
+    Needs: a held-out split; with ``heads="fusion"`` a linear fusion head (``concat`` or
+    ``sum``: the uni-modal logits are its per-modality blocks), with ``heads="own"`` any fusion
+    (the method owns a linear head per modality, created by :meth:`check`, trained through
+    :meth:`~BalancingMethod.param_groups`). Cost: per step, ``M`` extra ``(B, D_m) x (D_m, C)``
+    products and cross-entropies; per super-epoch, one eval pass over the training and held-out
+    splits.
+    DDP (every rank sees all rows of the split passes, so all compute the same weights; refused
+    with ``heads="own"``, whose heads are outside the DDP wrapper), bf16, fp16 and gradient
+    accumulation work.
 
     Args:
         super_epoch: epochs between two estimates (BalanceBenchmark's default 10); ``None``:
@@ -131,6 +139,8 @@ class GBlending(BalancingMethod):
         gain: ``"clip"`` (weight 0 for a branch whose held-out loss rose) or ``"abs"``
             (:math:`|\Delta G|`, as BalanceBenchmark and MultiBench).
         eps: floor of :math:`\Delta O^2`.
+        heads: ``"fusion"`` (the fusion head's per-modality blocks) or ``"own"`` (a linear
+            uni-modal head per modality on the encoder's features, as VMZ).
         start_epoch: first epoch (inclusive) of the window (and of the first super-epoch).
         end_epoch: last epoch (inclusive); ``None`` means no end.
 
@@ -161,7 +171,9 @@ class GBlending(BalancingMethod):
     """
 
     name = "gblending"
-    requires = Requirements(min_modalities=2, fusions=("Concat", "Sum"), held_out=True)
+    #: With ``heads="fusion"`` the fusion must also be one of ``fusion_heads`` (checked by :meth:`check`).
+    requires = Requirements(min_modalities=2, held_out=True)
+    fusion_heads = ("Concat", "Sum")
 
     def __init__(
         self,
@@ -170,6 +182,7 @@ class GBlending(BalancingMethod):
         weights: Mapping[str, float] | None = None,
         gain: str = "clip",
         eps: float = 1e-12,
+        heads: str = "fusion",
         start_epoch: int = 0,
         end_epoch: int | None = None,
     ) -> None:
@@ -182,6 +195,8 @@ class GBlending(BalancingMethod):
             raise ValueError(f"method 'gblending': gain must be one of {list(_GAINS)}, got {gain!r}")
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
             raise ValueError(f"method 'gblending': eps must be a finite number > 0, got {eps!r}")
+        if heads not in _HEADS:
+            raise ValueError(f"method 'gblending': heads must be one of {list(_HEADS)}, got {heads!r}")
         if weights is not None:
             if not isinstance(weights, Mapping) or not weights:
                 raise ValueError(
@@ -194,6 +209,9 @@ class GBlending(BalancingMethod):
         self.super_epoch = super_epoch
         self.gain = gain
         self.eps = float(eps)
+        self.head_mode = heads
+        #: ``heads="own"``: modality -> linear uni-modal head (created by :meth:`check`).
+        self.heads = nn.ModuleDict()
         self._given = {str(k): float(v) for k, v in weights.items()} if weights is not None else None
         #: branch -> current weight (modalities in the model's order, then ``"fused"``).
         self.weights: dict[str, float] = {}
@@ -206,10 +224,38 @@ class GBlending(BalancingMethod):
 
     # ------------------------------------------------------------------ set-up
     def check(self, model: nn.Module, *, held_out: bool = False) -> None:
-        """Base checks (linear fusion head, held-out split); sets the initial weights."""
+        """Base checks (held-out split; linear fusion head with ``heads="fusion"``); sets the weights (and heads)."""
         super().check(model, held_out=held_out)
         assert isinstance(model, MultimodalClassifier)
+        fusion = type(model.fusion).__name__
+        if self.head_mode == "fusion" and fusion not in self.fusion_heads:
+            raise MethodRequirementError(
+                f"method 'gblending' with heads='fusion' needs a fusion with exact per-modality heads "
+                f"({', '.join(self.fusion_heads)}); the model's fusion is {fusion}. Use model.fusion= one of: "
+                "concat, sum, or method.options.heads=own (a linear uni-modal head per modality)"
+            )
         self._bind(model)
+
+    def check_settings(self, *, distributed: bool = False, precision: str = "fp32", grad_accum_steps: int = 1) -> None:
+        """Base rules; ``heads="own"`` refuses DDP (its heads' gradients would not be averaged over ranks)."""
+        super().check_settings(distributed=distributed, precision=precision, grad_accum_steps=grad_accum_steps)
+        if distributed and self.head_mode == "own":
+            raise MethodRequirementError(
+                "method 'gblending' with heads='own' does not support distributed training (DDP): its uni-modal "
+                "heads live outside the DDP wrapper; run it in one process or use method.options.heads=fusion"
+            )
+
+    def param_groups(self, model: nn.Module, lr: float) -> list[dict[str, Any]]:
+        """One group: the model's trainable parameters and, with ``heads="own"``, the uni-modal heads."""
+        assert isinstance(model, MultimodalClassifier)
+        self._bind(model)
+        return super().param_groups(model, lr)
+
+    def unimodal_logits(self, model: MultimodalClassifier, features: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Modality -> ``(B, C)`` uni-modal logits with gradients (head blocks or own heads)."""
+        if self.head_mode == "own":
+            return {m: self.heads[m](features[m]) for m in model.modalities}
+        return unimodal_logits_with_grad(model, features)
 
     def _bind(self, model: MultimodalClassifier) -> None:
         branches = [*model.modalities, FUSED]
@@ -234,6 +280,14 @@ class GBlending(BalancingMethod):
             self._set_weights({k: self._given[k] for k in branches})
         else:
             self._set_weights({k: 1.0 / len(branches) for k in branches})
+        if self.head_mode == "own" and not len(self.heads):
+            fusion = model.fusion
+            reference = next(iter(fusion.parameters()), None)
+            factory: dict[str, Any] = {}
+            if reference is not None:
+                factory = {"device": reference.device, "dtype": reference.dtype}
+            for m in model.modalities:
+                self.heads[m] = nn.Linear(fusion.dims[m], fusion.num_classes, **factory)
 
     def _set_weights(self, weights: dict[str, float]) -> None:
         self.weights = dict(weights)
@@ -252,13 +306,13 @@ class GBlending(BalancingMethod):
     def branch_losses(self, model: MultimodalClassifier, split: Any) -> dict[str, float]:
         """Branch -> mean cross-entropy over a whole split (:class:`~modbalance.methods.base.SplitOutputs`).
 
-        The uni-modal logits are recomputed from the split's features with the fusion head's
-        blocks (the logits trained on), on the head's device, in float64.
+        The uni-modal logits are recomputed from the split's features with the heads trained on
+        (:meth:`unimodal_logits`), on the fusion's device; the cross-entropies in float64.
         """
         device = next(model.fusion.parameters()).device
         target = split.target.to(device).long()
         features = {m: split.features[m].to(device) for m in model.modalities}
-        parts = unimodal_logits_with_grad(model, features)
+        parts = self.unimodal_logits(model, features)
         losses = {m: float(F.cross_entropy(parts[m].double(), target)) for m in model.modalities}
         losses[FUSED] = float(F.cross_entropy(split.logits.to(device).double(), target))
         return losses
@@ -316,7 +370,7 @@ class GBlending(BalancingMethod):
         if weights is None or weights.device != out.logits.device:
             weights = torch.tensor(list(self.weights.values()), dtype=torch.float32, device=out.logits.device)
             self._device_weights = weights
-        parts = unimodal_logits_with_grad(model, out.features)
+        parts = self.unimodal_logits(model, out.features)
         loss = weights[-1] * F.cross_entropy(out.logits.float(), target)
         for i, m in enumerate(model.modalities):
             loss = loss + weights[i] * F.cross_entropy(parts[m].float(), target)
@@ -342,4 +396,7 @@ class GBlending(BalancingMethod):
         self._pending = {str(k): float(v) for k, v in state["pending"].items()}
 
     def extra_repr(self) -> str:
-        return f"super_epoch={self.super_epoch}, gain={self.gain!r}, eps={self.eps}, " + super().extra_repr()
+        return (
+            f"super_epoch={self.super_epoch}, gain={self.gain!r}, eps={self.eps}, heads={self.head_mode!r}, "
+            + super().extra_repr()
+        )
