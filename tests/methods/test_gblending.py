@@ -281,6 +281,7 @@ def test_state_round_trip_for_resume() -> None:
 def test_errors_name_the_method_and_the_fix() -> None:
     with pytest.raises(MethodRequirementError, match="method 'gblending' needs a held-out split"):
         GBlending().check(_model3())
+    GBlending(super_epoch=None).check(_model3())  # fixed weights: nothing to estimate, no split needed
     film = MultimodalClassifier(
         {"audio": nn.Linear(6, 4), "visual": nn.Linear(5, 4)}, FiLM({"audio": 4, "visual": 4}, 3)
     )

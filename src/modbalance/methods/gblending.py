@@ -224,8 +224,11 @@ class GBlending(BalancingMethod):
 
     # ------------------------------------------------------------------ set-up
     def check(self, model: nn.Module, *, held_out: bool = False) -> None:
-        """Base checks (held-out split; linear fusion head with ``heads="fusion"``); sets the weights (and heads)."""
-        super().check(model, held_out=held_out)
+        """Base checks (held-out split; linear fusion head with ``heads="fusion"``); sets the weights (and heads).
+
+        With ``super_epoch=None`` (fixed weights, nothing to estimate) no held-out split is needed.
+        """
+        super().check(model, held_out=held_out or self.super_epoch is None)
         assert isinstance(model, MultimodalClassifier)
         fusion = type(model.fusion).__name__
         if self.head_mode == "fusion" and fusion not in self.fusion_heads:
