@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from modbalance.imbalance import discrepancy_ratios, unimodal_scores
 from modbalance.methods import BalancingMethod, SplitOutputs
 from modbalance.metrics import EpochSums, classification_metrics, true_class_confidence
-from modbalance.model import MultimodalClassifier
+from modbalance.model import ModelOutput, MultimodalClassifier
 from modbalance.opm import kept_cross_entropy
 from modbalance.train.build import Methods
 from modbalance.train.data import DataBundle, iterate_batches
@@ -168,6 +168,47 @@ def _guarded(
         raise
 
 
+def _backward_micro_batches(
+    parts: StepParts,
+    inputs: Mapping[str, Tensor],
+    target: Tensor,
+    forward: Callable[[dict[str, Tensor], Tensor], tuple[ModelOutput, Tensor]],
+    after: Callable[[ModelOutput, Tensor, Tensor, bool], None],
+    *,
+    step: int,
+    watch: NonFiniteWatch,
+) -> None:
+    """Forward and backward every micro-batch of ``(inputs, target)``; the optimizer step is the caller's.
+
+    ``forward(x, y)`` returns the micro-batch's output and loss (under autocast); its loss is
+    weighted by the micro-batch's share of the batch, scaled for fp16, and back-propagated with
+    DDP's gradient all-reduce held back until the last micro-batch. ``after(out, loss, y, last)``
+    then records what the step needs (metrics, OGM's accumulated scores).
+    """
+    device = target.device
+    micro = list(_micro_batches(inputs, target, parts.grad_accum_steps))
+    no_sync = getattr(parts.model, "no_sync", None)
+    for i, (x, y) in enumerate(micro):
+        last = i == len(micro) - 1
+        with no_sync() if (no_sync is not None and not last) else contextlib.nullcontext():
+            with parts.autocast(device):
+                out, loss = forward(x, y)
+            scaled = loss * (y.shape[0] / target.shape[0])
+            (parts.scaler.scale(scaled) if parts.scaler is not None else scaled).backward()
+        watch.update(loss, step)
+        after(out, loss, y, last)
+
+
+def _optimizer_step(parts: StepParts) -> None:
+    """``optimizer.step()`` (through the fp16 scaler when there is one), then clear the gradients."""
+    if parts.scaler is not None:
+        parts.scaler.step(parts.optimizer)
+        parts.scaler.update()
+    else:
+        parts.optimizer.step()
+    parts.optimizer.zero_grad(set_to_none=True)
+
+
 def train_step(
     parts: StepParts,
     inputs: Mapping[str, Tensor],
@@ -183,30 +224,28 @@ def train_step(
         method_step(parts, parts.methods.method, inputs, target, epoch=epoch, step=step, sums=sums, watch=watch)
         return
     ogm, opm = parts.methods.ogm, parts.methods.opm
-    device = target.device
-    micro = list(_micro_batches(inputs, target, parts.grad_accum_steps))
-    for i, (x, y) in enumerate(micro):
-        last = i == len(micro) - 1
-        no_sync = getattr(parts.model, "no_sync", None)
-        sync_context = no_sync() if (no_sync is not None and not last) else contextlib.nullcontext()
-        with sync_context:
-            with parts.autocast(device):
-                if opm is not None:
-                    scores = lambda z, y=y: _guarded(lambda: unimodal_scores(z, y), z, step, epoch, watch)  # noqa: E731
-                    out = parts.model(x, opm=opm, scores=scores, epoch=epoch)
-                    loss = kept_cross_entropy(out.logits.float(), y, out.keep)
-                else:
-                    out = parts.model(x)
-                    loss = F.cross_entropy(out.logits.float(), y)
-            scaled = loss * (y.shape[0] / target.shape[0])
-            (parts.scaler.scale(scaled) if parts.scaler is not None else scaled).backward()
-        watch.update(loss, step)
+    last_batch: list[tuple[ModelOutput, Tensor]] = []
+
+    def forward(x: dict[str, Tensor], y: Tensor) -> tuple[ModelOutput, Tensor]:
+        if opm is None:
+            out = parts.model(x)
+            return out, F.cross_entropy(out.logits.float(), y)
+        scores = lambda z: _guarded(lambda: unimodal_scores(z, y), z, step, epoch, watch)  # noqa: E731
+        out = parts.model(x, opm=opm, scores=scores, epoch=epoch)
+        return out, kept_cross_entropy(out.logits.float(), y, out.keep)
+
+    def after(out: ModelOutput, loss: Tensor, y: Tensor, last: bool) -> None:
         sums.add_batch(loss, out.logits, out.unimodal_logits, y)
         if opm is not None:
             sums.add_drop_probs(out.drop_probs)  # zeros outside OPM's window
         if ogm is not None and not last:
             ogm.accumulate(out.unimodal_logits, y)
+        if last:
+            last_batch.append((out, y))
+
+    _backward_micro_batches(parts, inputs, target, forward, after, step=step, watch=watch)
     if ogm is not None:
+        out, y = last_batch[0]
         coefficients = _guarded(
             lambda: ogm.modulate(out.unimodal_logits, y, epoch=epoch, scaler=parts.scaler, optimizer=parts.optimizer),
             out.unimodal_logits,
@@ -215,12 +254,7 @@ def train_step(
             watch,
         )
         sums.add_coefficients(coefficients)
-    if parts.scaler is not None:
-        parts.scaler.step(parts.optimizer)
-        parts.scaler.update()
-    else:
-        parts.optimizer.step()
-    parts.optimizer.zero_grad(set_to_none=True)
+    _optimizer_step(parts)
 
 
 def method_step(
@@ -241,31 +275,21 @@ def method_step(
     gradient accumulation in their ``requires``). Under fp16 the gradients are unscaled before
     the hook, so that gradient edits see true values.
     """
-    device = target.device
-    micro = list(_micro_batches(inputs, target, parts.grad_accum_steps))
-    for i, (x, y) in enumerate(micro):
-        last = i == len(micro) - 1
-        no_sync = getattr(parts.model, "no_sync", None)
-        sync_context = no_sync() if (no_sync is not None and not last) else contextlib.nullcontext()
-        with sync_context:
-            with parts.autocast(device):
-                out = method.train_forward(parts.model, x, epoch=epoch)
-                loss = method.loss(parts.core, out, y, epoch=epoch, inputs=x)
-            scaled = loss * (y.shape[0] / target.shape[0])
-            (parts.scaler.scale(scaled) if parts.scaler is not None else scaled).backward()
-        watch.update(loss, step)
+
+    def forward(x: dict[str, Tensor], y: Tensor) -> tuple[ModelOutput, Tensor]:
+        out = method.train_forward(parts.model, x, epoch=epoch)
+        return out, method.loss(parts.core, out, y, epoch=epoch, inputs=x)
+
+    def after(out: ModelOutput, loss: Tensor, y: Tensor, last: bool) -> None:
         with torch.no_grad():
             logits = method.predict(parts.core, out)
         sums.add_batch(loss.detach(), logits, out.unimodal_logits, y)
+
+    _backward_micro_batches(parts, inputs, target, forward, after, step=step, watch=watch)
     if parts.scaler is not None:
         parts.scaler.unscale_(parts.optimizer)
     method.before_step(parts.core, parts.optimizer, epoch=epoch)
-    if parts.scaler is not None:
-        parts.scaler.step(parts.optimizer)
-        parts.scaler.update()
-    else:
-        parts.optimizer.step()
-    parts.optimizer.zero_grad(set_to_none=True)
+    _optimizer_step(parts)
 
 
 def _gather_cat(tensor: Tensor, ctx: DistributedContext) -> Tensor:
