@@ -177,11 +177,20 @@ def train_step(
     step: int,
     sums: EpochSums,
     watch: NonFiniteWatch,
+    drop: Mapping[str, Tensor] | None = None,
 ) -> None:
-    """One optimizer step over the batch ``(inputs, target)`` (split into micro-batches)."""
+    """One optimizer step over the batch ``(inputs, target)`` (split into micro-batches).
+
+    ``drop``: modality name -> ``(B,)`` bool rows whose features are zeroed (a method's
+    :class:`~modbalance.methods.ExtraSamples`), passed to the method's ``train_forward``.
+    """
     if parts.methods.method is not None:
-        method_step(parts, parts.methods.method, inputs, target, epoch=epoch, step=step, sums=sums, watch=watch)
+        method_step(
+            parts, parts.methods.method, inputs, target, epoch=epoch, step=step, sums=sums, watch=watch, drop=drop
+        )
         return
+    if drop is not None:
+        raise ValueError("train_step(drop=...) needs a balancing method (its epoch_samples plan)")
     ogm, opm = parts.methods.ogm, parts.methods.opm
     device = target.device
     micro = list(_micro_batches(inputs, target, parts.grad_accum_steps))
@@ -233,8 +242,12 @@ def method_step(
     step: int,
     sums: EpochSums,
     watch: NonFiniteWatch,
+    drop: Mapping[str, Tensor] | None = None,
 ) -> None:
     """One optimizer step of a :class:`~modbalance.methods.BalancingMethod` through its hooks.
+
+    ``drop`` (modality name -> ``(B,)`` bool) is split into the same micro-batches as the batch
+    and given to ``method.train_forward``.
 
     The loss of each micro-batch is weighted by its share of the batch; the gradient hook runs
     once, after the last micro-batch (methods that need the whole batch in one piece refuse
@@ -243,13 +256,20 @@ def method_step(
     """
     device = target.device
     micro = list(_micro_batches(inputs, target, parts.grad_accum_steps))
+    drops = None
+    if drop is not None:
+        split_drop = {m: torch.tensor_split(d, len(micro)) for m, d in drop.items()}
+        drops = [{m: pieces[i] for m, pieces in split_drop.items()} for i in range(len(micro))]
     for i, (x, y) in enumerate(micro):
         last = i == len(micro) - 1
         no_sync = getattr(parts.model, "no_sync", None)
         sync_context = no_sync() if (no_sync is not None and not last) else contextlib.nullcontext()
         with sync_context:
             with parts.autocast(device):
-                out = method.train_forward(parts.model, x, epoch=epoch)
+                if drops is None:
+                    out = method.train_forward(parts.model, x, epoch=epoch)
+                else:
+                    out = method.train_forward(parts.model, x, epoch=epoch, drop=drops[i])
                 loss = method.loss(parts.core, out, y, epoch=epoch, inputs=x)
             scaled = loss * (y.shape[0] / target.shape[0])
             (parts.scaler.scale(scaled) if parts.scaler is not None else scaled).backward()
@@ -268,11 +288,19 @@ def method_step(
     parts.optimizer.zero_grad(set_to_none=True)
 
 
-def _gather_cat(tensor: Tensor, ctx: DistributedContext) -> Tensor:
-    """Concatenate every rank's rows, in rank order (identity for one process)."""
+def _gather_cat(tensor: Tensor, ctx: DistributedContext, order: Tensor | None = None) -> Tensor:
+    """Every rank's rows in split order: row ``k`` of the concatenation (rank order) goes to ``order[k]``.
+
+    ``order``: ``(N,)`` the split index of each gathered row (identity for one process).
+    """
     if not ctx.distributed:
         return tensor
-    return torch.cat(gather_objects(tensor.cpu(), ctx))
+    rows = torch.cat(gather_objects(tensor.cpu(), ctx))
+    if order is None:
+        return rows
+    placed = torch.empty_like(rows)
+    placed[order] = rows
+    return placed
 
 
 @torch.no_grad()
@@ -293,6 +321,8 @@ def _forward_split(
     """
     size = len(bundle.splits[split])
     sampler = ShardedBatchSampler(size, batch_size, seed=0, shuffle=False, rank=ctx.rank, world_size=ctx.world_size)
+    # Each rank holds slices of every global batch: gather where each row belongs, to return split order.
+    order = _gather_cat(torch.cat(sampler.positions()), ctx) if ctx.distributed else None
     fused, targets = [], []
     unimodal: dict[str, list[Tensor]] = {m: [] for m in core.modalities}
     features: dict[str, list[Tensor]] = {m: [] for m in core.modalities}
@@ -308,7 +338,7 @@ def _forward_split(
                 features[m].append(out.features[m].float().cpu())
 
     def cat(rows: list[Tensor]) -> Tensor:
-        return _gather_cat(torch.cat(rows), ctx) if rows else torch.empty(0)
+        return _gather_cat(torch.cat(rows), ctx, order) if rows else torch.empty(0)
 
     return (
         cat(fused),
