@@ -113,7 +113,7 @@ def sample_level_copies(contribution: Tensor) -> Tensor:
         >>> sample_level_copies(torch.tensor([-0.5, 0.0, 0.5, 1.0, 1.5])).tolist()
         [3, 2, 1, 0, 0]
     """
-    c = contribution
+    c = contribution.double()  # compared as Python floats (float64), as the official code does
     copies = torch.zeros(c.shape, dtype=torch.long, device=c.device)
     copies = torch.where((c > 0.4) & (c < 1), 1, copies)
     copies = torch.where((c > -0.1) & (c < 0.4), 2, copies)
