@@ -337,6 +337,28 @@ def test_trainer_epoch_trains_on_exactly_the_planned_copies_with_the_other_modal
     assert len(recorder.zero_rows) == 2 * steps0 + (len(epoch1) - steps0)  # one training fuse per step, no more
 
 
+def test_mask_follows_the_micro_batches_under_bf16_and_gradient_accumulation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = _Recorder(monkeypatch)
+    overrides = ["train.epochs=2", "method.name=valuation_sample", "method.options.warmup=1"]
+    run(_tiny(tmp_path, *overrides, "train.precision=bf16", "train.grad_accum_steps=2"))
+    fuses = iter(recorder.zero_rows)
+    planned = 0
+    for batch, drop in zip(recorder.batches, recorder.drops, strict=True):
+        seen: list[dict[str, torch.Tensor]] = []
+        while sum(len(z["audio"]) for z in seen) < len(batch):
+            seen.append(next(fuses))  # one training fuse per micro-batch
+        assert len(seen) == min(2, len(batch))
+        zero = {m: torch.cat([z[m] for z in seen]) for m in ("audio", "visual")}
+        if drop is None:
+            assert not any(bool(z.any()) for z in zero.values())
+        else:
+            assert all(torch.equal(zero[m], drop[m]) for m in zero)
+            planned += int(drop["audio"].sum() + drop["visual"].sum())
+    assert next(fuses, None) is None and planned > 0
+
+
 def test_warmup_and_window_decide_the_epochs_with_copies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     recorder = _Recorder(monkeypatch)
     overrides = ["train.epochs=2", "method.name=valuation_modality", "method.options.warmup=2"]

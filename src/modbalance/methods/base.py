@@ -504,7 +504,8 @@ class BalancingMethod(nn.Module):
         The loop calls it after :meth:`on_epoch_start`, and again when a run resumes mid-epoch
         (without calling :meth:`on_epoch_start`), on every process: it must return the same plan
         from the method's state alone (keep the plan in ``get_extra_state``), and the same plan on
-        every rank.
+        every rank. (``EpochContext.batches`` in :meth:`on_epoch_start` counts the epoch without
+        the extra samples, which are planned after it.)
         """
         return None
 
