@@ -20,6 +20,7 @@ from modbalance.methods.base import (
     METHODS,
     BalancingMethod,
     EpochContext,
+    ExtraSamples,
     MethodRequirementError,
     Requirements,
     SplitOutputs,
@@ -35,12 +36,15 @@ __all__ = [
     "PMR",
     "BalancingMethod",
     "EpochContext",
+    "ExtraSamples",
     "InfoReg",
     "MMCosine",
     "MMPareto",
     "MethodRequirementError",
+    "ModalityValuation",
     "ReLearning",
     "Requirements",
+    "SampleValuation",
     "SplitOutputs",
     "create_method",
     "head_weights",
@@ -55,3 +59,4 @@ from modbalance.methods.mmpareto import MMPareto
 from modbalance.methods.mslr import MSLR
 from modbalance.methods.pmr import PMR
 from modbalance.methods.relearning import ReLearning
+from modbalance.methods.valuation import ModalityValuation, SampleValuation
