@@ -12,7 +12,7 @@ Official code: QingyangZhang/CML at 9d2496e.
   miwae/train.py line 304        loss = rec_loss + cls_loss * alpha + rank_loss * beta / 100 (README: --beta 10)
 Removing a view here = zeroing that modality's features at the fusion head (no reconstruction term).
 
-BalanceBenchmark: GeWu-Lab/BalanceBenchmark at d7675c1, balancemm/trainer/CML_trainer.py lines 214-252 (two
+BalanceBenchmark: GeWu-Lab/BalanceBenchmark at d7675c1, balancemm/trainer/CML_trainer.py lines 209-252 (two
 modalities; 126-192 for three): out_p = out_s - Uni_res[removed] + fc_out.bias / M, with Uni_res[m] =
 W_m phi_m + bias / M (balancemm/models/avclassify_model.py lines 107-123); removed = random_dict.pop().
 """
@@ -152,7 +152,7 @@ def test_removal_order_is_a_uniform_random_permutation_per_sample() -> None:
 
 
 def test_chain_equals_balancebenchmark_head_arithmetic() -> None:
-    # BalanceBenchmark CML_trainer.py 214-252 (M = 2) and 126-192 (M = 3): one order per epoch for every sample
+    # BalanceBenchmark CML_trainer.py 209-252 (M = 2) and 126-192 (M = 3): one order per epoch for every sample
     for modalities in (2, 3):
         torch.manual_seed(modalities)
         model = _model("concat", modalities)

@@ -30,7 +30,7 @@ README's ``--beta 10``, used as ``beta/100`` in ``miwae/train.py`` line 304; Bal
 Deviations, each deliberate: the official scripts drop views of incomplete multi-view data (CPM
 latent codes, MIWAE mean imputation); here a modality is removed by zeroing its features at the
 linear fusion head, as BalanceBenchmark's ``balancemm/trainer/CML_trainer.py`` does (lines
-214-252 at d7675c1), so the chain costs no extra forward pass. The order is redrawn every step
+209-252 at d7675c1), so the chain costs no extra forward pass. The order is redrawn every step
 (MIWAE; CPM-Nets draws it once per sample for the whole run). ``miwae/train.py`` lines 294-302
 use another mask (:math:`s = [\hat y_k = y]`, plus a detached term where both sets are wrong);
 the CPM-Nets mask is the one BalanceBenchmark also computes. ``reduction="mean"`` (not the
@@ -39,7 +39,7 @@ authors') divides the penalty by the batch size, which makes gradient accumulati
 BalanceBenchmark (``CML_trainer.py`` at d7675c1) differs: its ``conf_loss`` (lines 19-25) clamps
 the *batch sum* of confidence differences, :math:`\max(0, \sum_i (\mathrm{conf}_{k+1,i} -
 \mathrm{conf}_{k,i}))`, and computes but never applies the mask :math:`s`; it draws one removal
-order per epoch for every sample (lines 66-71), and supports only two or three modalities.
+order per epoch for every sample (lines 68-73), and supports only two or three modalities.
 
 Cost per step: one ``(B, C)`` product per modality with the fusion head and ``M`` softmaxes; no
 extra forward pass. Needs: ``concat`` or ``sum`` fusion; one process (the head's weights are used
