@@ -30,6 +30,7 @@ from modbalance.methods.base import (
 )
 
 __all__ = [
+    "CML",
     "METHODS",
     "MLA",
     "MSLR",
@@ -52,6 +53,7 @@ __all__ = [
 ]
 
 # Each method module registers itself in METHODS on import.
+from modbalance.methods.cml import CML
 from modbalance.methods.inforeg import InfoReg
 from modbalance.methods.mla import MLA
 from modbalance.methods.mmcosine import MMCosine
