@@ -33,6 +33,8 @@ __all__ = [
     "MLA",
     "MSLR",
     "PMR",
+    "UME",
+    "UMT",
     "BalancingMethod",
     "EpochContext",
     "InfoReg",
@@ -55,3 +57,4 @@ from modbalance.methods.mmpareto import MMPareto
 from modbalance.methods.mslr import MSLR
 from modbalance.methods.pmr import PMR
 from modbalance.methods.relearning import ReLearning
+from modbalance.methods.unimodal_teachers import UME, UMT
