@@ -326,3 +326,35 @@ def test_trainer_runs_umt_with_teachers_from_unimodal_runs(tmp_path) -> None:
         assert teacher_keys
         for key in teacher_keys:  # loaded from the uni-modal run and not trained further
             assert torch.equal(method_state[key], saved[f"encoders.{m}." + key[len(f"teachers.{m}.") :]]), key
+
+
+@pytest.mark.slow
+def test_umt_resume_mid_epoch_is_exact(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A UMT run cut mid-epoch and resumed equals an uncut one (teachers travel in the method state)."""
+    from modbalance.train import run
+
+    for m in DIMS_IN:
+        run(_tiny(tmp_path, f"method.name=unimodal:{m}", f"run_name=unimodal-{m}-seed0"))
+    base = ["method.name=umt", "train.epochs=2", "train.checkpoint_every_steps=3"]
+    base += [f"method.options.teachers.{m}={tmp_path}/unimodal-{m}-seed{{seed}}" for m in DIMS_IN]
+    reference = run(_tiny(tmp_path, *base, "run_name=ref"))
+
+    import modbalance.train.trainer as trainer_module
+
+    real_step = trainer_module.train_step
+
+    def crashing(parts, inputs, target, *, step: int, **kwargs) -> None:
+        if step == 10:  # after the checkpoint of step 9: epoch 1, mid-epoch (8 steps per epoch)
+            raise KeyboardInterrupt
+        real_step(parts, inputs, target, step=step, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "train_step", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        run(_tiny(tmp_path, *base, "run_name=cut"))
+    monkeypatch.setattr(trainer_module, "train_step", real_step)
+    cut = tmp_path / "cut"
+    run(resume=cut)
+    assert (cut / "metrics.jsonl").read_text() == (reference / "metrics.jsonl").read_text()
+    final_cut = load_checkpoint(cut / "checkpoints" / "last.pt")["model"]
+    for key, value in load_checkpoint(reference / "checkpoints" / "last.pt")["model"].items():
+        assert torch.equal(final_cut[key], value), key
