@@ -260,6 +260,8 @@ def test_teacher_loading_errors(tmp_path) -> None:
         load_teachers({"text": "x.pt"}, model, seed=0)
     with pytest.raises(ConfigError, match="must map each modality"):
         load_teachers(["a.pt"], model, seed=0)
+    with pytest.raises(ConfigError, match=r"need a late-fusion model \(model.kind=late\), got Linear"):
+        load_teachers({"audio": "a.pt"}, nn.Linear(2, 2), seed=0)
     visual = tmp_path / "visual.pt"
     _unimodal_checkpoint(visual, "visual")
     with pytest.raises(ConfigError, match=r"method.name='unimodal:visual' run; the UMT teacher of 'audio' must"):

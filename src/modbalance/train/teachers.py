@@ -153,6 +153,11 @@ def load_teachers(
         raise ConfigError(
             f"{key}={spec!r} must map each modality to the run folder or checkpoint of its unimodal:<modality> run"
         )
+    if not isinstance(student, MultimodalClassifier):
+        raise ConfigError(
+            f"{key}: UMT's teachers are copies of the student's encoders and need a late-fusion model "
+            f"(model.kind=late), got {type(student).__name__}"
+        )
     modalities = student.modalities
     teachers: dict[str, nn.Module] = {}
     for modality, path in spec.items():
