@@ -35,6 +35,8 @@ __all__ = [
     "MLA",
     "MSLR",
     "PMR",
+    "UME",
+    "UMT",
     "BalancingMethod",
     "EpochContext",
     "ExtraSamples",
@@ -62,3 +64,4 @@ from modbalance.methods.mslr import MSLR
 from modbalance.methods.pmr import PMR
 from modbalance.methods.relearning import ReLearning
 from modbalance.methods.valuation import ModalityValuation, SampleValuation
+from modbalance.methods.unimodal_teachers import UME, UMT
