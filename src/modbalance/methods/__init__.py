@@ -40,6 +40,8 @@ __all__ = [
     "MMPareto",
     "MethodRequirementError",
     "ReLearning",
+    "ReconBoost",
+    "ReconBoostStage",
     "Requirements",
     "SplitOutputs",
     "create_method",
@@ -54,4 +56,5 @@ from modbalance.methods.mmcosine import MMCosine
 from modbalance.methods.mmpareto import MMPareto
 from modbalance.methods.mslr import MSLR
 from modbalance.methods.pmr import PMR
+from modbalance.methods.reconboost import ReconBoost, ReconBoostStage
 from modbalance.methods.relearning import ReLearning
