@@ -184,7 +184,7 @@ def test_other_modalities_do_not_move_under_sgd_momentum_weight_decay(
             method.loss(model, model(x), y, epoch=epoch).backward()
             method.before_step(model, optimizer, epoch=epoch)
             optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad(set_to_none=False)  # zeroed, not freed: weight decay would move them
     after = dict([*model.named_parameters(), ("beta", method.boost_rate)])
     for name, value in before.items():
         moved = not torch.equal(after[name], value)
@@ -326,3 +326,23 @@ def test_resume_mid_stage_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     final_ref = load_checkpoint(reference / "checkpoints" / "last.pt")
     for key, value in final_ref["model"].items():
         assert torch.equal(final_cut["model"][key], value), key
+
+
+def test_gradient_accumulation_equals_one_batch() -> None:
+    """The loss is a per-sample mean: two half-batches weighted 1/2 give the whole batch's gradient."""
+    model, x, y = make_model("concat")
+    method = ReconBoost(epochs_per_stage=1, correct_epochs=1)
+    method.check(model)
+    params = list(model.parameters())
+    for epoch in (0, 1):  # a boosting and a correction epoch
+        whole = torch.autograd.grad(method.loss(model, model(x), y, epoch=epoch), params, allow_unused=True)
+        halves = [
+            torch.autograd.grad(
+                0.5 * method.loss(model, model({m: v[s] for m, v in x.items()}), y[s], epoch=epoch),
+                params,
+                allow_unused=True,
+            )
+            for s in (slice(0, 8), slice(8, 16))
+        ]
+        for g, a, b in zip(whole, *halves, strict=True):
+            assert (g is None and a is None and b is None) or torch.allclose(g, a + b, atol=1e-6)
