@@ -260,7 +260,8 @@ def test_trainer_rejects_a_bad_option(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------- the trainer
-def test_trainer_runs_a_stage_boundary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])  # fp16: the step goes through the gradient scaler
+def test_trainer_runs_a_stage_boundary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, precision: str) -> None:
     from modbalance.train import load_config, run
 
     seen: list[tuple[int, dict[str, Tensor], int]] = []
@@ -282,6 +283,7 @@ def test_trainer_runs_a_stage_boundary(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(ReconBoost, "on_epoch_start", spy)
     overrides = ["train.device=cpu", "train.probe=false", "train.epochs=3", "method.name=reconboost"]
     overrides += ["method.options.epochs_per_stage=1", "method.options.correct_epochs=1", "optim.weight_decay=5e-4"]
+    overrides += [f"train.precision={precision}"]
     folder = run(load_config("lab/tiny", [f"output_dir={tmp_path}", *overrides]))
     records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     assert [r["method/modality"] for r in records] == [0.0, -1.0, 1.0]  # audio, correction, visual
@@ -293,6 +295,8 @@ def test_trainer_runs_a_stage_boundary(tmp_path: Path, monkeypatch: pytest.Monke
             assert torch.equal(w0[key], w1[key]), key
         if key.startswith("encoders.audio.") and key.endswith("weight"):
             assert not torch.equal(w0[key], w1[key]), key
+    head0, head1 = w0["fusion.head.weight"], w1["fusion.head.weight"]  # lab/tiny: concat of audio (8) and visual (8)
+    assert torch.equal(head0[:, 8:], head1[:, 8:]) and not torch.equal(head0[:, :8], head1[:, :8])
     assert any(not torch.equal(w1[k], w2[k]) for k in w1 if k.startswith("encoders.visual."))  # correction
 
 
