@@ -46,6 +46,8 @@ __all__ = [
     "MethodRequirementError",
     "ModalityValuation",
     "ReLearning",
+    "ReconBoost",
+    "ReconBoostStage",
     "Requirements",
     "SampleValuation",
     "SplitOutputs",
@@ -62,6 +64,7 @@ from modbalance.methods.mmcosine import MMCosine
 from modbalance.methods.mmpareto import MMPareto
 from modbalance.methods.mslr import MSLR
 from modbalance.methods.pmr import PMR
+from modbalance.methods.reconboost import ReconBoost, ReconBoostStage
 from modbalance.methods.relearning import ReLearning
-from modbalance.methods.valuation import ModalityValuation, SampleValuation
 from modbalance.methods.unimodal_teachers import UME, UMT
+from modbalance.methods.valuation import ModalityValuation, SampleValuation
