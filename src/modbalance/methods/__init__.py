@@ -29,6 +29,7 @@ from modbalance.methods.base import (
 )
 
 __all__ = [
+    "AGM",
     "METHODS",
     "MLA",
     "MSLR",
@@ -48,6 +49,7 @@ __all__ = [
 ]
 
 # Each method module registers itself in METHODS on import.
+from modbalance.methods.agm import AGM
 from modbalance.methods.inforeg import InfoReg
 from modbalance.methods.mla import MLA
 from modbalance.methods.mmcosine import MMCosine
