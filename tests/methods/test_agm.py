@@ -273,8 +273,12 @@ def test_three_modality_responses_and_coefficients_match_urfunny() -> None:
     official = _official_coeffs_3(dict(zip("avt", scores.tolist())), dict(zip("avt", running.tolist())), 2.0)
     got = agm_coefficients(scores, running, alpha=2.0, ratio_clip=7.0)
     assert got.tolist() == pytest.approx([official[m] for m in "avt"], rel=1e-12)
-    clipped = agm_coefficients(torch.tensor([9.0, 0.0, 0.0]), torch.zeros(3), 1.0, 7.0)
-    assert clipped[0].item() == pytest.approx(math.exp(min(1 - math.exp(-9 * 1.5 + 4.5), 7)), rel=1e-6)
+    # running means far apart: optimal ratio e^9 for the first modality, ratio 1 -> gap clipped at 7
+    running = torch.tensor([0.0, 9.0, 9.0], dtype=torch.float64)
+    clipped = agm_coefficients(torch.ones(3, dtype=torch.float64), running, 0.5, 7.0)
+    assert clipped[0].item() == pytest.approx(math.exp(0.5 * 7), rel=1e-12)
+    official = _official_coeffs_3({m: 1.0 for m in "avt"}, dict(zip("avt", running.tolist())), 0.5)
+    assert clipped.tolist() == pytest.approx([official[m] for m in "avt"], rel=1e-12)
     unclipped = agm_coefficients(torch.tensor([0.0, 20.0]), torch.zeros(2), 1.0, None)
     assert unclipped[1].item() == pytest.approx(math.exp(1 - math.exp(-20.0)), rel=1e-6)
 
@@ -338,14 +342,16 @@ def test_outside_the_window_plain_cross_entropy_no_extra_pass_no_clip() -> None:
         assert torch.equal(p.grad, before[n]), n
 
 
-def test_grad_clip_none_never_clips() -> None:
+def test_grad_clip_acts_only_when_a_fusion_weight_gradient_leaves_the_range() -> None:
     ours, _ = _pair()
-    agm = AGM(grad_clip=None)
-    agm.check(ours)
     for p in ours.parameters():
         p.grad = torch.full_like(p, 50.0)
-    agm.before_step(ours, torch.optim.SGD(ours.parameters(), lr=0.1), epoch=0)
-    assert all(bool((p.grad == 50.0).all()) for p in ours.parameters())
+    ours.fusion.head.weight.grad.fill_(-1.0)  # inside [-1, 1]: no clip, however large the rest
+    AGM(grad_clip=1.0).before_step(ours, torch.optim.SGD(ours.parameters(), lr=0.1), epoch=0)
+    assert all(bool((p.grad.abs() >= 1.0).all()) for p in ours.parameters())
+    ours.fusion.head.weight.grad.fill_(1.01)
+    AGM(grad_clip=None).before_step(ours, torch.optim.SGD(ours.parameters(), lr=0.1), epoch=0)
+    assert bool((ours.fusion.head.weight.grad == 1.01).all())  # None: never
     AGM(grad_clip=1.0).before_step(ours, torch.optim.SGD(ours.parameters(), lr=0.1), epoch=0)
     norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in ours.parameters()]))
     assert norm.item() == pytest.approx(1.0, rel=1e-5)
