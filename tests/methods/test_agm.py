@@ -322,6 +322,18 @@ def test_any_fusion_works_and_zeroed_inputs_reach_the_model() -> None:
     assert all(p.grad is not None for p in model.parameters())
 
 
+def test_each_module_gets_its_own_mode_back() -> None:
+    ours, _ = _pair()
+    ours.train()
+    ours.encoders["visual"][1].eval()  # a frozen batch norm stays frozen
+    agm = AGM()
+    agm.check(ours)
+    inputs = {"audio": torch.randn(8, 6, dtype=torch.float64), "visual": torch.randn(8, 4, dtype=torch.float64)}
+    agm.loss(ours, ours(inputs), torch.randint(0, 4, (8,)), epoch=0, inputs=inputs)
+    assert [m.training for m in ours.modules()].count(False) == 1
+    assert not ours.encoders["visual"][1].training
+
+
 def test_outside_the_window_plain_cross_entropy_no_extra_pass_no_clip() -> None:
     ours, _ = _pair()
     agm = AGM(start_epoch=2, end_epoch=3)

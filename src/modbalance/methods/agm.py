@@ -258,7 +258,7 @@ class AGM(BalancingMethod):
     ) -> dict[frozenset[str], Tensor]:
         """Logits of every non-empty coalition: the full one given, the others in eval mode, with grad."""
         values = {frozenset(self._modalities): full}
-        was_training = model.training
+        modes = [(module, module.training) for module in model.modules()]  # restored one by one (frozen BN)
         model.eval()
         try:
             for size in range(1, len(self._modalities)):
@@ -266,7 +266,8 @@ class AGM(BalancingMethod):
                     masked = {m: x if m in subset else torch.zeros_like(x) for m, x in inputs.items()}
                     values[frozenset(subset)] = model(masked).logits
         finally:
-            model.train(was_training)
+            for module, mode in modes:
+                module.training = mode
         return values
 
     def compute_loss(
