@@ -30,6 +30,7 @@ from modbalance.methods.base import (
 )
 
 __all__ = [
+    "AGM",
     "CML",
     "METHODS",
     "MLA",
@@ -57,6 +58,7 @@ __all__ = [
 ]
 
 # Each method module registers itself in METHODS on import.
+from modbalance.methods.agm import AGM
 from modbalance.methods.cml import CML
 from modbalance.methods.inforeg import InfoReg
 from modbalance.methods.mla import MLA
