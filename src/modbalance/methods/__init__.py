@@ -35,6 +35,7 @@ __all__ = [
     "PMR",
     "BalancingMethod",
     "EpochContext",
+    "Greedy",
     "InfoReg",
     "MMCosine",
     "MMPareto",
@@ -48,6 +49,7 @@ __all__ = [
 ]
 
 # Each method module registers itself in METHODS on import.
+from modbalance.methods.greedy import Greedy
 from modbalance.methods.inforeg import InfoReg
 from modbalance.methods.mla import MLA
 from modbalance.methods.mmcosine import MMCosine
