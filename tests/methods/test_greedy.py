@@ -344,7 +344,8 @@ def test_requirements_name_the_method_and_the_fix() -> None:
         greedy.before_step(zero, torch.optim.SGD(zero.parameters(), lr=0.1), epoch=0)
 
 
-def test_epoch_record_counts_rebalancing_steps() -> None:
+@pytest.mark.parametrize("micro", [1, 2])
+def test_epoch_record_counts_rebalancing_steps(micro: int) -> None:
     model = _model()
     greedy = create_method("greedy", epsilon=0.0, window=2, start_epoch=0)
     assert isinstance(greedy, Greedy)
@@ -352,7 +353,10 @@ def test_epoch_record_counts_rebalancing_steps() -> None:
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     greedy.on_epoch_start(model, EpochContext(0))
     for x, y in _batches(2, 6):
-        greedy.loss(model, greedy.train_forward(model, x, epoch=0), y, epoch=0).backward()
+        for part in range(micro):  # gradient accumulation: several forwards per optimizer step
+            rows = slice(part * 8 // micro, (part + 1) * 8 // micro)
+            xs = {m: v[rows] for m, v in x.items()}
+            greedy.loss(model, greedy.train_forward(model, xs, epoch=0), y[rows], epoch=0).backward()
         greedy.before_step(model, opt, epoch=0)
         opt.step()
         opt.zero_grad()

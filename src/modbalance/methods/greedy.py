@@ -269,8 +269,6 @@ class Greedy(BalancingMethod):
                 block.excitation_hook = None
         for name in self._blocks:
             self._counts[name] += 1
-        if replace is not None:
-            self._epoch_counts[replace] += 1
         return out
 
     # ------------------------------------------------------------------ after backward: the decision
@@ -297,7 +295,8 @@ class Greedy(BalancingMethod):
         self._require_bound()
         unlocked = self.active(epoch)
         self._epoch_steps += 1
-        if unlocked and self.rebalancing is not None:
+        if unlocked and self.rebalancing is not None:  # this step's forward re-balanced that modality
+            self._epoch_counts[self.rebalancing] += 1
             self._window_step += 1
             if self._window_step == self.window:
                 self.rebalancing = None
