@@ -412,3 +412,18 @@ def test_trainer_resume_mid_epoch_is_exact(tmp_path: Path, monkeypatch: pytest.M
     final_cut = load_checkpoint(cut / "checkpoints" / "last.pt")["model"]
     for key, value in load_checkpoint(reference / "checkpoints" / "last.pt")["model"].items():
         assert torch.equal(final_cut[key], value), key
+
+
+def test_requirements_models_names_the_accepted_model_classes() -> None:
+    from modbalance.methods import BalancingMethod, Requirements
+
+    class OnInteraction(BalancingMethod):
+        name = "on_interaction"
+        requires = Requirements(models=("InteractionModel",))
+
+    OnInteraction().check(_model())  # MMTMNet is an InteractionModel (a base class counts)
+    late = MultimodalClassifier({m: nn.Linear(3, 2) for m in MODALITIES}, Concat(dict.fromkeys(MODALITIES, 2), 2))
+    with pytest.raises(MethodRequirementError, match=r"'on_interaction' needs a model of class InteractionModel"):
+        OnInteraction().check(late)
+    with pytest.raises(MethodRequirementError, match=r"'base' needs a modbalance.MultimodalClassifier"):
+        BalancingMethod().check(_model())  # the default still refuses interaction models
