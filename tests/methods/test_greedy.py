@@ -427,3 +427,21 @@ def test_requirements_models_names_the_accepted_model_classes() -> None:
         OnInteraction().check(late)
     with pytest.raises(MethodRequirementError, match=r"'base' needs a modbalance.MultimodalClassifier"):
         BalancingMethod().check(_model())  # the default still refuses interaction models
+
+
+def test_runs_under_bf16_autocast() -> None:
+    model = _model()
+    greedy = Greedy(epsilon=0.0, start_epoch=0)
+    greedy.check(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for x, y in _batches(0, 3):  # plain, re-balanced, re-balanced
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = greedy.train_forward(model, x, epoch=0)
+            loss = greedy.loss(model, out, y, epoch=0)
+        loss.backward()
+        greedy.before_step(model, opt, epoch=0)
+        opt.step()
+        opt.zero_grad()
+    assert greedy.rebalancing is not None and math.isfinite(greedy.d_bdr)
+    averages = greedy.get_extra_state()["averages"]
+    assert all(a.dtype == torch.float32 for avg in averages.values() for a in avg.values())
