@@ -124,7 +124,8 @@ class Greedy(BalancingMethod):
         official_second_average: reproduce the official running average of the second modality,
             which averages the first modality's excitation (``balanced_mmtm.py`` 114).
         start_epoch: first epoch (0-based) of re-balancing; the speeds are measured from the
-            first step on. Default 1: the official ``starting_epoch=2`` of its 1-based epochs.
+            first step on. Default 1: the official ``starting_epoch=2`` of its 1-based epochs
+            (the trainer passes ``method.start_epoch``, default 0; set it to 1 for this schedule).
         end_epoch: last epoch (inclusive) of re-balancing; ``None`` means no end.
 
     Attributes:
