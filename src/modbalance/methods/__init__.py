@@ -20,6 +20,7 @@ from modbalance.methods.base import (
     METHODS,
     BalancingMethod,
     EpochContext,
+    ExtraSamples,
     MethodRequirementError,
     Requirements,
     SplitOutputs,
@@ -29,19 +30,25 @@ from modbalance.methods.base import (
 )
 
 __all__ = [
+    "CML",
     "METHODS",
     "MLA",
     "MSLR",
     "PMR",
+    "UME",
+    "UMT",
     "BalancingMethod",
     "EpochContext",
+    "ExtraSamples",
     "Greedy",
     "InfoReg",
     "MMCosine",
     "MMPareto",
     "MethodRequirementError",
+    "ModalityValuation",
     "ReLearning",
     "Requirements",
+    "SampleValuation",
     "SplitOutputs",
     "create_method",
     "head_weights",
@@ -49,6 +56,7 @@ __all__ = [
 ]
 
 # Each method module registers itself in METHODS on import.
+from modbalance.methods.cml import CML
 from modbalance.methods.greedy import Greedy
 from modbalance.methods.inforeg import InfoReg
 from modbalance.methods.mla import MLA
@@ -57,3 +65,5 @@ from modbalance.methods.mmpareto import MMPareto
 from modbalance.methods.mslr import MSLR
 from modbalance.methods.pmr import PMR
 from modbalance.methods.relearning import ReLearning
+from modbalance.methods.unimodal_teachers import UME, UMT
+from modbalance.methods.valuation import ModalityValuation, SampleValuation

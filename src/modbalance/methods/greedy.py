@@ -257,14 +257,25 @@ class Greedy(BalancingMethod):
 
         return hook
 
-    def train_forward(self, model: nn.Module, inputs: Mapping[str, Tensor], *, epoch: int | None = None) -> ModelOutput:
-        """``model(inputs)`` with each MMTM block's excitation averaged (and replaced in re-balancing steps)."""
+    def train_forward(
+        self,
+        model: nn.Module,
+        inputs: Mapping[str, Tensor],
+        *,
+        epoch: int | None = None,
+        drop: Mapping[str, Tensor] | None = None,
+    ) -> ModelOutput:
+        """``model(inputs)`` with each MMTM block's excitation averaged (and replaced in re-balancing steps).
+
+        ``drop`` is passed on as the base class does (Greedy plans no extra samples, so the
+        trainer never gives it).
+        """
         self._require_bound()
         replace = self.rebalancing if self.active(epoch) else None
         try:
             for name, block in self._blocks.items():
                 block.excitation_hook = self._hook(name, replace)
-            out: ModelOutput = model(inputs)
+            out: ModelOutput = model(inputs) if drop is None else model(inputs, drop=drop)
         finally:
             for block in self._blocks.values():
                 block.excitation_hook = None
