@@ -30,6 +30,7 @@ from modbalance.methods.base import (
 )
 
 __all__ = [
+    "AGM",
     "CML",
     "METHODS",
     "MLA",
@@ -47,6 +48,8 @@ __all__ = [
     "MethodRequirementError",
     "ModalityValuation",
     "ReLearning",
+    "ReconBoost",
+    "ReconBoostStage",
     "Requirements",
     "SampleValuation",
     "SplitOutputs",
@@ -56,6 +59,7 @@ __all__ = [
 ]
 
 # Each method module registers itself in METHODS on import.
+from modbalance.methods.agm import AGM
 from modbalance.methods.cml import CML
 from modbalance.methods.greedy import Greedy
 from modbalance.methods.inforeg import InfoReg
@@ -64,6 +68,7 @@ from modbalance.methods.mmcosine import MMCosine
 from modbalance.methods.mmpareto import MMPareto
 from modbalance.methods.mslr import MSLR
 from modbalance.methods.pmr import PMR
+from modbalance.methods.reconboost import ReconBoost, ReconBoostStage
 from modbalance.methods.relearning import ReLearning
 from modbalance.methods.unimodal_teachers import UME, UMT
 from modbalance.methods.valuation import ModalityValuation, SampleValuation
