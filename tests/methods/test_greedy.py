@@ -323,6 +323,10 @@ def test_requirements_name_the_method_and_the_fix() -> None:
     Greedy().check(unequal)  # own averages: any widths
     with pytest.raises(RuntimeError, match=r"'greedy': call check\(model\)"):
         Greedy().train_forward(_model(), _batches(0, 1)[0][0])
+    checked = Greedy()
+    checked.check(_model())
+    with pytest.raises(RuntimeError, match=r"'greedy' was checked on another model.*check\(model\) with the model"):
+        checked.train_forward(_model(), _batches(0, 1)[0][0])  # hooks would land on the other model's blocks
     with pytest.raises(ValueError, match=r"window must be an int >= 1"):
         Greedy(window=0)
     with pytest.raises(ValueError, match=r"epsilon must be a finite number >= 0"):

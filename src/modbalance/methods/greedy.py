@@ -187,6 +187,7 @@ class Greedy(BalancingMethod):
         self._modalities: list[str] = []
         self._blocks: dict[str, MMTMBlock] = {}
         self._groups: tuple[dict[str, list[Tensor]], dict[str, list[Tensor]]] | None = None
+        self._model_id = 0
         self._epoch_counts: dict[str, int] = {}
         self._epoch_steps = 0
 
@@ -219,6 +220,7 @@ class Greedy(BalancingMethod):
         self._bind(model, blocks, modalities)
 
     def _bind(self, model: nn.Module, blocks: dict[str, MMTMBlock], modalities: list[str]) -> None:
+        self._model_id = id(model)  # not the model itself: an nn.Module attribute would register it
         self._modalities = modalities
         self._blocks = blocks
         self._groups = greedy_parameter_groups(model)
@@ -234,9 +236,14 @@ class Greedy(BalancingMethod):
             self._counts.setdefault(name, 0)
         self._epoch_counts = dict.fromkeys(modalities, 0)
 
-    def _require_bound(self) -> None:
+    def _require_bound(self, model: nn.Module) -> None:
         if self._groups is None:
             raise RuntimeError("method 'greedy': call check(model) before training (it finds the MMTM blocks)")
+        if id(model) != self._model_id:
+            raise RuntimeError(
+                f"method 'greedy' was checked on another model than the {type(model).__name__} it is given; "
+                "call check(model) with the model you train (it binds that model's MMTM blocks)"
+            )
 
     # ------------------------------------------------------------------ forward: running averages
     def _hook(self, name: str, replace: str | None) -> Any:
@@ -270,7 +277,7 @@ class Greedy(BalancingMethod):
         ``drop`` is passed on as the base class does (Greedy plans no extra samples, so the
         trainer never gives it).
         """
-        self._require_bound()
+        self._require_bound(model)
         replace = self.rebalancing if self.active(epoch) else None
         try:
             for name, block in self._blocks.items():
@@ -288,13 +295,11 @@ class Greedy(BalancingMethod):
         """This step's ``(4,)`` ratios ``[mu_bypass_0, mu_bypass_1, mu_main_0, mu_main_1]`` (``callbacks.py`` 225-228).
 
         Each is the group's squared gradient norm over its squared weight norm (call after
-        ``backward``), in float64.
-
-        Raises:
-            MethodRequirementError: a group's weights are all zero (the ratio is undefined).
+        ``backward``), in float64, on the parameters' device (``inf``/``nan`` where a group's
+        weights are all zero; :meth:`before_step` refuses those).
         """
-        self._require_bound()
-        assert self._groups is not None
+        if self._groups is None:
+            raise RuntimeError("method 'greedy': call check(model) before training (it finds the MMTM blocks)")
         bypass, main = self._groups
         norms = torch.cat([_speeds(bypass, self._modalities), _speeds(main, self._modalities)])
         n = len(self._modalities)
@@ -304,7 +309,7 @@ class Greedy(BalancingMethod):
 
     def before_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, epoch: int | None = None) -> None:
         """The official ``on_backward_end`` (``callbacks.py`` 240-263); the speeds accumulate from step one."""
-        self._require_bound()
+        self._require_bound(model)
         unlocked = self.active(epoch)
         self._epoch_steps += 1
         if unlocked and self.rebalancing is not None:  # this step's forward re-balanced that modality
