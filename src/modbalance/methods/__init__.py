@@ -41,6 +41,7 @@ __all__ = [
     "BalancingMethod",
     "EpochContext",
     "ExtraSamples",
+    "Greedy",
     "InfoReg",
     "MMCosine",
     "MMPareto",
@@ -60,6 +61,7 @@ __all__ = [
 # Each method module registers itself in METHODS on import.
 from modbalance.methods.agm import AGM
 from modbalance.methods.cml import CML
+from modbalance.methods.greedy import Greedy
 from modbalance.methods.inforeg import InfoReg
 from modbalance.methods.mla import MLA
 from modbalance.methods.mmcosine import MMCosine

@@ -126,6 +126,10 @@ class Requirements:
         fp16: with ``amp``, also runs under fp16 and its gradient scaler (``False``: bf16 only);
             the reason goes in ``fp16_unsupported``, e.g. extra gradients taken past the scaler.
         grad_accum: runs with gradient accumulation (several micro-batches per step).
+        models: names of the model classes the method runs on (a model passes when one of its
+            classes, base classes included, has such a name): the late-fusion
+            ``MultimodalClassifier`` by default; ``("InteractionModel",)`` for methods defined on
+            the models of :mod:`modbalance.interaction` (e.g. Greedy on ``MMTMNet``).
 
     Example:
         >>> needs = Requirements(max_modalities=2, fusions=("Concat", "Sum"), ddp=False)
@@ -143,6 +147,7 @@ class Requirements:
     fp16: bool = True
     fp16_unsupported: str = ""
     grad_accum: bool = True
+    models: tuple[str, ...] = ("MultimodalClassifier",)
 
 
 class SplitOutputs(NamedTuple):
@@ -348,12 +353,17 @@ class BalancingMethod(nn.Module):
             MethodRequirementError: names the method, the missing piece and how to provide it.
         """
         req = self.requires
-        if not isinstance(model, MultimodalClassifier):
+        classes = {cls.__name__ for cls in type(model).__mro__}
+        if not classes & set(req.models):
+            if req.models == ("MultimodalClassifier",):
+                raise MethodRequirementError(
+                    f"method {self.name!r} needs a modbalance.MultimodalClassifier (encoders + fusion), "
+                    f"got {type(model).__name__}; build the model with MultimodalClassifier(encoders, fusion)"
+                )
             raise MethodRequirementError(
-                f"method {self.name!r} needs a modbalance.MultimodalClassifier (encoders + fusion), "
-                f"got {type(model).__name__}; build the model with MultimodalClassifier(encoders, fusion)"
+                f"method {self.name!r} needs a model of class {' or '.join(req.models)}, got {type(model).__name__}"
             )
-        modalities = model.modalities
+        modalities = list(cast(list[str], model.modalities))
         if len(modalities) < req.min_modalities:
             raise MethodRequirementError(
                 f"method {self.name!r} needs at least {req.min_modalities} modalities; the model has "
@@ -365,7 +375,7 @@ class BalancingMethod(nn.Module):
                 f"{len(modalities)} ({modalities}). Train it on {req.max_modalities} modalities (drop encoders) "
                 "or choose a method defined for more"
             )
-        fusion = type(model.fusion).__name__
+        fusion = type(getattr(model, "fusion", None)).__name__
         if req.fusions is not None and fusion not in req.fusions:
             names = ", ".join(name.lower() for name in req.fusions)
             raise MethodRequirementError(
