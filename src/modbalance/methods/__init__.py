@@ -29,6 +29,7 @@ from modbalance.methods.base import (
 )
 
 __all__ = [
+    "LFM",
     "METHODS",
     "MLA",
     "MSLR",
@@ -49,6 +50,7 @@ __all__ = [
 
 # Each method module registers itself in METHODS on import.
 from modbalance.methods.inforeg import InfoReg
+from modbalance.methods.lfm import LFM
 from modbalance.methods.mla import MLA
 from modbalance.methods.mmcosine import MMCosine
 from modbalance.methods.mmpareto import MMPareto
