@@ -296,9 +296,17 @@ def _tiny(tmp_path: Path, *overrides: str) -> Any:
     )
 
 
-@pytest.mark.parametrize("schedule", ["learnable", "fitted"])
-def test_trainer_runs_an_epoch(tmp_path: Path, schedule: str) -> None:
-    folder = run(_tiny(tmp_path, "train.epochs=1", f"method.options={{schedule: {schedule}}}"))
+@pytest.mark.parametrize(
+    ("schedule", "setting"),
+    [
+        ("learnable", "seed=0"),
+        ("fitted", "seed=0"),
+        ("learnable", "train.precision=bf16"),
+        ("learnable", "train.grad_accum_steps=2"),
+    ],
+)
+def test_trainer_runs_an_epoch(tmp_path: Path, schedule: str, setting: str) -> None:
+    folder = run(_tiny(tmp_path, "train.epochs=1", f"method.options={{schedule: {schedule}}}", setting))
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["method"] == "lfm" and 0.0 <= summary["test"]["accuracy"] <= 1.0
     record = json.loads((folder / "metrics.jsonl").read_text().splitlines()[0])
