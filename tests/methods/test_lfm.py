@@ -221,6 +221,16 @@ def test_learnable_weight_moves_and_is_clipped_with_a_large_rate() -> None:
     assert big.alpha_cls in (pytest.approx(0.05), pytest.approx(0.95))  # the update hits a bound
 
 
+def test_a_non_finite_hypergradient_keeps_the_weight() -> None:
+    ours, _ = _pair()
+    inputs, y = _batch()
+    with torch.no_grad():
+        next(ours.parameters()).fill_(float("nan"))
+    method = LFM(alpha=0.5, lr_alpha=100.0)
+    method.loss(ours, ours(inputs), y, epoch=0, inputs=inputs)
+    assert math.isnan(method.last_hypergrad) and method.alpha_cls == 0.5
+
+
 def test_concat_fusion_uses_the_mean_of_the_head_slices() -> None:
     model = MultimodalClassifier({"a": nn.Linear(3, 4), "v": nn.Linear(3, 2)}, Concat({"a": 4, "v": 2}, 5))
     x = {"a": torch.randn(6, 3), "v": torch.randn(6, 3)}

@@ -138,8 +138,10 @@ class LFM(BalancingMethod):
     add up). Cost per step: the per-modality logits and two softmaxes per modality pair. With
     ``schedule="learnable"``, once per epoch: one forward of ``probe_size`` samples and a double
     backward (a Hessian-vector product) through the whole model. One process (DDP is refused:
-    the weight would be learnt from each rank's own probe batch); AMP, gradient accumulation and
-    exact resume (the weight, its learning rate and the probe batch are saved) work.
+    the learnt weight would come from each rank's own probe batch, and the fitted schedule has not
+    been checked under DDP); AMP, gradient accumulation and
+    exact resume (the weight, its learning rate and the probe batch are saved) work. A non-finite
+    hypergradient (a diverged model) leaves the weight unchanged; ``lfm_hypergrad`` logs it.
 
     Args:
         schedule: ``"learnable"`` (the learnt weight, ``Crema_epoch_learnable.py``) or
@@ -293,9 +295,10 @@ class LFM(BalancingMethod):
         hypergrad = 0.0 if hvp is None else float(hvp.mean())
         if epoch % HALVE_EVERY == 0 and epoch != 0:
             self.lr_alpha /= 2
-        align_weight = 1.0 - self.alpha_cls - self.lr_alpha * hypergrad
-        align_weight = max(ALPHA_BOUNDS[0], min(ALPHA_BOUNDS[1], align_weight))
-        self.alpha_cls = 1.0 - align_weight
+        if math.isfinite(hypergrad):  # a diverged model keeps the weight (and logs the nan)
+            align_weight = 1.0 - self.alpha_cls - self.lr_alpha * hypergrad
+            align_weight = max(ALPHA_BOUNDS[0], min(ALPHA_BOUNDS[1], align_weight))
+            self.alpha_cls = 1.0 - align_weight
         self.last_hypergrad = hypergrad
         self._updated_epoch = epoch
 
