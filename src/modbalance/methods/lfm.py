@@ -42,8 +42,9 @@ The classification weight :math:`\alpha_{cls}` follows one of the authors' two s
 Deviations, each deliberate: the probe batch is the first ``probe_size`` rows of the first
 training batch the method sees (the authors hold 16 training samples out of training and use the
 first 8), and its forward runs in the model's current mode with autocast disabled (the authors'
-runs in train mode at epoch 0 and eval mode after, their validation having set it); the
-hypergradient reads back one number per epoch (``.item()``), nothing per step.
+runs in train mode at epoch 0 and eval mode after, their validation having set it); a
+non-finite hypergradient leaves the weight unchanged (the official clip would set the matching
+weight to 0.95); the hypergradient reads back one number per epoch, nothing per step.
 """
 
 from __future__ import annotations
