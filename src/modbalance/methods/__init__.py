@@ -32,6 +32,7 @@ from modbalance.methods.base import (
 __all__ = [
     "AGM",
     "CML",
+    "LFM",
     "METHODS",
     "MLA",
     "MSLR",
@@ -63,6 +64,7 @@ from modbalance.methods.agm import AGM
 from modbalance.methods.cml import CML
 from modbalance.methods.greedy import Greedy
 from modbalance.methods.inforeg import InfoReg
+from modbalance.methods.lfm import LFM
 from modbalance.methods.mla import MLA
 from modbalance.methods.mmcosine import MMCosine
 from modbalance.methods.mmpareto import MMPareto
