@@ -120,8 +120,9 @@ class MultimodalClassifier(nn.Module):
         scores: ScoresArg = None,
         *,
         epoch: int | None = None,
+        drop: Mapping[str, Tensor] | None = None,
     ) -> ModelOutput:
-        """Encode, optionally apply OPM to the features, fuse.
+        """Encode, optionally zero some samples' features and apply OPM, fuse.
 
         Args:
             inputs: modality name -> input batch.
@@ -131,12 +132,24 @@ class MultimodalClassifier(nn.Module):
                 receives the un-dropped uni-modal logits and returns them (typically
                 ``lambda logits: unimodal_scores(logits, target)``).
             epoch: passed to OPM's epoch window.
+            drop: modality name -> ``(B,)`` bool: the rows whose features of that modality are
+                set to zero before the fusion (their encoder gets no gradient from those rows),
+                as a balancing method's extra samples with a modality dropped ask
+                (:class:`~modbalance.methods.ExtraSamples`). ``features`` and
+                ``unimodal_logits`` stay those of the un-dropped features.
         """
         features = self.encode(inputs)
         unimodal = self.unimodal_logits(features)
         batch = next(iter(features.values())).shape[0]
         keep = torch.ones(batch, dtype=torch.bool, device=next(iter(features.values())).device)
         fused_features = features
+        if drop:
+            if not set(drop) <= set(features):
+                raise ValueError(f"drop names modalities {sorted(drop)}, the model has {self.modalities}")
+            fused_features = {
+                name: f.masked_fill(drop[name].view(-1, *[1] * (f.dim() - 1)), 0) if name in drop else f
+                for name, f in features.items()
+            }
         drop_probs: dict[str, Tensor] = {}
         if opm is not None:
             if self.training and opm.active(epoch):
@@ -145,7 +158,7 @@ class MultimodalClassifier(nn.Module):
                         "forward(opm=...) needs scores=: a mapping of scores or a callable of the uni-modal logits"
                     )
                 resolved = scores(unimodal) if callable(scores) else scores
-                dropped = opm(features, resolved, epoch=epoch)
+                dropped = opm(fused_features, resolved, epoch=epoch)
                 fused_features, keep, drop_probs = dropped.features, dropped.keep, dropped.drop_probs
             else:
                 drop_probs = {name: torch.zeros((), device=keep.device) for name in features}

@@ -57,6 +57,8 @@ def test_compare_trains_each_method_and_seed_then_reuses_them(
         (["--methods", "joint", "--set", "ogm:method.alpha=1"], "names method 'ogm', which is not in --methods"),
         (["--methods", "joint,mslr", "--set", "mslr=1"], "must look like METHOD:key=value"),
         (["--methods", "mslr"], "method.options (method.name='mslr')"),  # MSLR needs its rates
+        # a method the model cannot take (InfoReg needs linear per-modality heads): refused before the joint run
+        (["--methods", "joint,inforeg", "model.fusion=film"], "inforeg-seed0: method.name='inforeg'"),
     ],
 )
 def test_compare_refuses_bad_input_before_training(

@@ -1,4 +1,4 @@
-"""MMPareto, InfoReg, Re-learning and MLA in the trainer: a run cut mid-epoch and resumed equals an uncut one."""
+"""MMPareto, InfoReg, Re-learning, MLA and AGM in the trainer: a run cut mid-epoch and resumed equals an uncut one."""
 
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ from modbalance.train.checkpoint import load_checkpoint
         ["method.name=inforeg"],
         ["method.name=relearning", "method.options.reinit_epoch=1"],
         ["method.name=mla", "method.options.dynamic=true"],
+        ["method.name=agm"],
     ],
-    ids=["mmpareto", "inforeg", "relearning", "mla"],
+    ids=["mmpareto", "inforeg", "relearning", "mla", "agm"],
 )
 def test_resume_mid_epoch_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: list[str]) -> None:
     base = [f"output_dir={tmp_path}", "train.device=cpu", "train.probe=false", "train.epochs=3"]

@@ -65,6 +65,29 @@ def _per_method(items: list[str], methods: list[str]) -> dict[str, list[str]]:
     return found
 
 
+def _check_methods(configs: list[Any]) -> None:
+    """Build each method on its model (CPU, no training) so that a method the model or the run
+    cannot take (e.g. a two-modality method on six views) fails before the first run, not hours in.
+
+    Raises:
+        ValueError: the run's name and the method's message (what is missing, how to provide it).
+    """
+    import torch
+
+    from modbalance.train.build import build_methods, build_model
+    from modbalance.train.data import build_data
+
+    bundles: dict[str, Any] = {}
+    for config in configs:
+        key = repr(config.data)
+        if key not in bundles:
+            bundles[key] = build_data(config)
+        try:
+            build_methods(config, build_model(config, bundles[key]), torch.device("cpu"), distributed=False)
+        except ValueError as error:
+            raise ValueError(f"{config.run_name}: {error}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``compare``; returns 0, or 2 on a bad argument or config (before any training)."""
     from modbalance.report import find_runs, format_table, summarize, write_report
@@ -93,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
                     f"run_name={name}",
                 ]
                 configs.append(load_config(args.config, overrides))
+        _check_methods(configs[: len(methods)])
     except (ValueError, FileNotFoundError) as error:
         return fail("compare", error)
     setup_logging()

@@ -21,7 +21,7 @@ mask. Batch normalisation *inside* a stream still pools statistics over the batc
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import torch
@@ -80,9 +80,24 @@ class MMTMBlock(nn.Module):
             offsets[m] = (start, start + c)
             start += c
         self.offsets = offsets
+        #: Seam for methods that read or steer the excitation (``Greedy``): when set,
+        #: ``excitation_hook(m, gate)`` is called in every pass where all the block's modalities are
+        #: present (not the masked uni-modal passes) with modality m's ``(B, C_m)`` excitation
+        #: ``2 sigmoid(W_m Z + b_m)`` and returns the ``(B, C_m)`` excitation to apply instead.
+        #: ``None`` (default): the computed excitation, nothing else runs.
+        self.excitation_hook: Callable[[str, Tensor], Tensor] | None = None
 
     def forward(self, maps: Mapping[str, Tensor], names: Sequence[str], weight: Tensor) -> dict[str, Tensor]:
-        """Re-weighted maps of ``names``; modality ``names[j]`` enters the squeeze with ``weight[:, j]``."""
+        """Re-weighted maps of ``names``; modality ``names[j]`` enters the squeeze with ``weight[:, j]``.
+
+        Example:
+            >>> import torch
+            >>> block = MMTMBlock({"a": 2, "b": 3})
+            >>> maps = {"a": torch.randn(4, 2), "b": torch.randn(4, 3)}
+            >>> block.excitation_hook = lambda m, gate: torch.ones_like(gate) if m == "a" else gate
+            >>> torch.equal(block(maps, ["a", "b"], torch.ones(4, 2))["a"], maps["a"])  # a's excitation fixed at 1
+            True
+        """
         z: Tensor = self.squeeze.bias
         for j, m in enumerate(names):
             stats = pool(maps[m])
@@ -95,8 +110,11 @@ class MMTMBlock(nn.Module):
             z = z + F.linear(stats * weight[:, j : j + 1].to(stats.dtype), self.squeeze.weight[:, lo:hi])
         z = F.relu(z)
         out = {}
+        hook = self.excitation_hook if len(names) == len(self.channels) else None
         for m in names:
             gate = 2.0 * torch.sigmoid(self.excite[m](z))
+            if hook is not None:
+                gate = hook(m, gate)
             out[m] = maps[m] * gate.reshape(*gate.shape, *([1] * (maps[m].dim() - 2)))
         return out
 

@@ -20,6 +20,7 @@ from modbalance.methods.base import (
     METHODS,
     BalancingMethod,
     EpochContext,
+    ExtraSamples,
     MethodRequirementError,
     Requirements,
     SplitOutputs,
@@ -29,19 +30,30 @@ from modbalance.methods.base import (
 )
 
 __all__ = [
+    "AGM",
+    "CML",
+    "LFM",
     "METHODS",
     "MLA",
     "MSLR",
     "PMR",
+    "UME",
+    "UMT",
     "BalancingMethod",
     "EpochContext",
+    "ExtraSamples",
     "GBlending",
+    "Greedy",
     "InfoReg",
     "MMCosine",
     "MMPareto",
     "MethodRequirementError",
+    "ModalityValuation",
     "ReLearning",
+    "ReconBoost",
+    "ReconBoostStage",
     "Requirements",
+    "SampleValuation",
     "SplitOutputs",
     "create_method",
     "head_weights",
@@ -49,11 +61,18 @@ __all__ = [
 ]
 
 # Each method module registers itself in METHODS on import.
+from modbalance.methods.agm import AGM
+from modbalance.methods.cml import CML
 from modbalance.methods.gblending import GBlending
+from modbalance.methods.greedy import Greedy
 from modbalance.methods.inforeg import InfoReg
+from modbalance.methods.lfm import LFM
 from modbalance.methods.mla import MLA
 from modbalance.methods.mmcosine import MMCosine
 from modbalance.methods.mmpareto import MMPareto
 from modbalance.methods.mslr import MSLR
 from modbalance.methods.pmr import PMR
+from modbalance.methods.reconboost import ReconBoost, ReconBoostStage
 from modbalance.methods.relearning import ReLearning
+from modbalance.methods.unimodal_teachers import UME, UMT
+from modbalance.methods.valuation import ModalityValuation, SampleValuation

@@ -80,6 +80,7 @@ __all__ = [
     "METHODS",
     "BalancingMethod",
     "EpochContext",
+    "ExtraSamples",
     "MethodRequirementError",
     "Requirements",
     "SplitOutputs",
@@ -125,6 +126,10 @@ class Requirements:
         fp16: with ``amp``, also runs under fp16 and its gradient scaler (``False``: bf16 only);
             the reason goes in ``fp16_unsupported``, e.g. extra gradients taken past the scaler.
         grad_accum: runs with gradient accumulation (several micro-batches per step).
+        models: names of the model classes the method runs on (a model passes when one of its
+            classes, base classes included, has such a name): the late-fusion
+            ``MultimodalClassifier`` by default; ``("InteractionModel",)`` for methods defined on
+            the models of :mod:`modbalance.interaction` (e.g. Greedy on ``MMTMNet``).
 
     Example:
         >>> needs = Requirements(max_modalities=2, fusions=("Concat", "Sum"), ddp=False)
@@ -142,6 +147,7 @@ class Requirements:
     fp16: bool = True
     fp16_unsupported: str = ""
     grad_accum: bool = True
+    models: tuple[str, ...] = ("MultimodalClassifier",)
 
 
 class SplitOutputs(NamedTuple):
@@ -193,6 +199,30 @@ class EpochContext:
     forward: Callable[[str], SplitOutputs] | None = None
     batches: int | None = None
     reset_optimizer: Callable[[], None] | None = None
+
+
+class ExtraSamples(NamedTuple):
+    """Extra training samples of one epoch, each with some modalities dropped (:meth:`BalancingMethod.epoch_samples`).
+
+    The loop appends them to the epoch's samples (they are shuffled with the others by the
+    epoch's permutation) and passes each batch's rows of ``drop`` to
+    :meth:`BalancingMethod.train_forward`, which zeroes those rows' features of those modalities
+    before the fusion (``model(inputs, drop=...)``). The original samples keep every modality.
+
+    Attributes:
+        indices: ``(K,)`` int64 indices into the training split (repeats allowed).
+        drop: modality name -> ``(K,)`` bool, True where that copy's modality is dropped.
+
+    Example:
+        >>> import torch
+        >>> plan = ExtraSamples(torch.tensor([4, 4, 0]), {"a": torch.tensor([False, True, True]),
+        ...                                               "v": torch.tensor([True, False, False])})
+        >>> len(plan.indices), plan.drop["a"].sum().item()
+        (3, 2)
+    """
+
+    indices: Tensor
+    drop: dict[str, Tensor]
 
 
 def head_weights(model: MultimodalClassifier) -> dict[str, tuple[Tensor, Tensor | None]]:
@@ -323,12 +353,17 @@ class BalancingMethod(nn.Module):
             MethodRequirementError: names the method, the missing piece and how to provide it.
         """
         req = self.requires
-        if not isinstance(model, MultimodalClassifier):
+        classes = {cls.__name__ for cls in type(model).__mro__}
+        if not classes & set(req.models):
+            if req.models == ("MultimodalClassifier",):
+                raise MethodRequirementError(
+                    f"method {self.name!r} needs a modbalance.MultimodalClassifier (encoders + fusion), "
+                    f"got {type(model).__name__}; build the model with MultimodalClassifier(encoders, fusion)"
+                )
             raise MethodRequirementError(
-                f"method {self.name!r} needs a modbalance.MultimodalClassifier (encoders + fusion), "
-                f"got {type(model).__name__}; build the model with MultimodalClassifier(encoders, fusion)"
+                f"method {self.name!r} needs a model of class {' or '.join(req.models)}, got {type(model).__name__}"
             )
-        modalities = model.modalities
+        modalities = list(cast(list[str], model.modalities))
         if len(modalities) < req.min_modalities:
             raise MethodRequirementError(
                 f"method {self.name!r} needs at least {req.min_modalities} modalities; the model has "
@@ -340,7 +375,7 @@ class BalancingMethod(nn.Module):
                 f"{len(modalities)} ({modalities}). Train it on {req.max_modalities} modalities (drop encoders) "
                 "or choose a method defined for more"
             )
-        fusion = type(model.fusion).__name__
+        fusion = type(getattr(model, "fusion", None)).__name__
         if req.fusions is not None and fusion not in req.fusions:
             names = ", ".join(name.lower() for name in req.fusions)
             raise MethodRequirementError(
@@ -401,13 +436,24 @@ class BalancingMethod(nn.Module):
         own = [p for p in self.parameters() if p.requires_grad]
         return [{"params": [p for p in model.parameters() if p.requires_grad] + own}]
 
-    def train_forward(self, model: nn.Module, inputs: Mapping[str, Tensor], *, epoch: int | None = None) -> ModelOutput:
+    def train_forward(
+        self,
+        model: nn.Module,
+        inputs: Mapping[str, Tensor],
+        *,
+        epoch: int | None = None,
+        drop: Mapping[str, Tensor] | None = None,
+    ) -> ModelOutput:
         """The training forward pass of one (micro-)batch; default ``model(inputs)``.
 
         ``model`` here is what the loop calls (a ``DistributedDataParallel`` wrapper under
-        torchrun); methods that train modalities in turns override this.
+        torchrun); methods that train modalities in turns override this. ``drop`` (modality name
+        -> ``(B,)`` bool, given only to methods whose :meth:`epoch_samples` planned extra samples)
+        marks the rows whose features of that modality are zeroed: ``model(inputs, drop=drop)``.
         """
-        return model(inputs)  # type: ignore[no-any-return]
+        if drop is None:
+            return model(inputs)  # type: ignore[no-any-return]
+        return model(inputs, drop=drop)  # type: ignore[no-any-return]
 
     def loss(
         self,
@@ -461,6 +507,17 @@ class BalancingMethod(nn.Module):
 
     def on_epoch_start(self, model: MultimodalClassifier, context: EpochContext) -> None:
         """Before the epoch's first batch (not again when a run resumes mid-epoch). Default: nothing."""
+
+    def epoch_samples(self, epoch: int) -> ExtraSamples | None:
+        """This epoch's extra training samples (:class:`ExtraSamples`), or ``None`` (the default).
+
+        The loop calls it after :meth:`on_epoch_start`, and again when a run resumes mid-epoch
+        (without calling :meth:`on_epoch_start`), on every process: it must return the same plan
+        from the method's state alone (keep the plan in ``get_extra_state``), and the same plan on
+        every rank. (``EpochContext.batches`` in :meth:`on_epoch_start` counts the epoch without
+        the extra samples, which are planned after it.)
+        """
+        return None
 
     def on_epoch_end(self, model: MultimodalClassifier, context: EpochContext) -> dict[str, float]:
         """After the epoch's last batch, before validation; returns numbers to log. Default: none."""

@@ -29,6 +29,7 @@ from modbalance.ogm import OGM
 from modbalance.opm import OPM
 from modbalance.train.config import ConfigError, ExperimentConfig
 from modbalance.train.data import DataBundle
+from modbalance.train.teachers import load_teachers
 from modbalance.train.validate import method_modalities
 
 __all__ = [
@@ -336,8 +337,14 @@ def _build_registered(
     config: ExperimentConfig, model: MultimodalClassifier, device: torch.device, *, distributed: bool
 ) -> BalancingMethod:
     method = config.method
+    options = dict(method.options)
+    teacher_option = getattr(METHODS.get(method.name), "teacher_option", None)  # UMT: files -> teacher modules
+    if teacher_option is not None and teacher_option in options:
+        options[teacher_option] = load_teachers(
+            options[teacher_option], model, seed=config.seed, key=f"method.options.{teacher_option}"
+        )
     try:
-        built = create_method(method.name, start_epoch=method.start_epoch, end_epoch=method.end_epoch, **method.options)
+        built = create_method(method.name, start_epoch=method.start_epoch, end_epoch=method.end_epoch, **options)
         built.check(model, held_out=True)  # the trainer always has a validation split
         built.check_settings(
             distributed=distributed,

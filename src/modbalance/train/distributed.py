@@ -334,6 +334,33 @@ class ShardedBatchSampler:
         self.world_size = world_size
         self.epoch = 0
         self.start_batch = 0
+        self.extra = torch.empty(0, dtype=torch.long)
+
+    def set_extra(self, indices: Tensor | None) -> None:
+        """Append ``(K,)`` dataset indices (repeats allowed) to the samples of the next epochs.
+
+        The epoch then orders ``num_samples + K`` *positions* (the permutation of ``(seed, epoch)``
+        over all of them): position ``p < num_samples`` is sample ``p``, position
+        ``num_samples + k`` is sample ``indices[k]``; :meth:`positions` gives each batch's
+        positions, so that a loop can look up per-row data of the extra samples (a balancing
+        method's modality mask, :class:`~modbalance.methods.ExtraSamples`). ``None`` or an empty
+        tensor: no extra samples. Call it on every rank with the same indices, before
+        :meth:`set_start_batch`.
+        """
+        extra = torch.empty(0, dtype=torch.long) if indices is None else torch.as_tensor(indices).cpu()
+        if extra.dim() != 1 or extra.is_floating_point() or extra.dtype == torch.bool:
+            raise ValueError(f"extra indices must be a 1-d integer tensor, got {tuple(extra.shape)} {extra.dtype}")
+        if extra.numel() and not (int(extra.min()) >= 0 and int(extra.max()) < self.num_samples):
+            raise ValueError(
+                f"extra indices must lie in [0, num_samples={self.num_samples}), got min {int(extra.min())} "
+                f"and max {int(extra.max())}"
+            )
+        self.extra = extra.long()
+
+    @property
+    def total(self) -> int:
+        """Samples per epoch: ``num_samples`` plus the extra ones of :meth:`set_extra`."""
+        return self.num_samples + int(self.extra.numel())
 
     @property
     def global_batch(self) -> int:
@@ -342,7 +369,7 @@ class ShardedBatchSampler:
 
     def _bounds(self) -> list[tuple[int, int]]:
         """(start, stop) positions in the epoch order of every global batch."""
-        g, n = self.global_batch, self.num_samples
+        g, n = self.global_batch, self.total
         full, rest = divmod(n, g)
         bounds = [(i * g, (i + 1) * g) for i in range(full)]
         if rest and not self.drop_last:
@@ -365,11 +392,23 @@ class ShardedBatchSampler:
         return stop - start
 
     def order(self) -> Tensor:
-        """``(num_samples,)`` int64: the epoch's order of indices, identical on every rank."""
+        """``(total,)`` int64: the epoch's order of positions, identical on every rank (see :meth:`set_extra`)."""
         if not self.shuffle:
-            return torch.arange(self.num_samples)
+            return torch.arange(self.total)
         generator = torch.Generator().manual_seed(_epoch_seed(self.seed, self.epoch))
-        return torch.randperm(self.num_samples, generator=generator)
+        return torch.randperm(self.total, generator=generator)
+
+    def positions(self) -> list[Tensor]:
+        """This rank's batches of the whole epoch as positions (``< num_samples``: the sample itself;
+        above: the extra samples of :meth:`set_extra`); ignores :meth:`set_start_batch`."""
+        order = self.order()
+        w, r = self.world_size, self.rank
+        batches = []
+        for lo, hi in self._bounds():
+            base, extra = divmod(hi - lo, w)
+            begin = lo + r * base + min(r, extra)
+            batches.append(order[begin : begin + base + (r < extra)])
+        return batches
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose permutation is used next (call before iterating, on every rank)."""
@@ -385,15 +424,11 @@ class ShardedBatchSampler:
 
     def __iter__(self) -> Iterator[list[int]]:
         start, self.start_batch = self.start_batch, 0
-        order = self.order()
-        w, r = self.world_size, self.rank
-        batches = []
-        for lo, hi in self._bounds()[start:]:
-            size = hi - lo
-            base, extra = divmod(size, w)
-            begin = lo + r * base + min(r, extra)
-            batches.append(order[begin : begin + base + (r < extra)].tolist())
-        return iter(batches)
+        batches = self.positions()[start:]
+        if self.extra.numel():
+            lookup = torch.cat([torch.arange(self.num_samples), self.extra])
+            batches = [lookup[b] for b in batches]
+        return iter([b.tolist() for b in batches])
 
     def __repr__(self) -> str:
         return (

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from modbalance.imbalance import discrepancy_ratios, unimodal_scores
 from modbalance.methods import BalancingMethod, SplitOutputs
 from modbalance.metrics import EpochSums, classification_metrics, true_class_confidence
-from modbalance.model import MultimodalClassifier
+from modbalance.model import ModelOutput, MultimodalClassifier
 from modbalance.opm import kept_cross_entropy
 from modbalance.train.build import Methods
 from modbalance.train.data import DataBundle, iterate_batches
@@ -168,6 +168,47 @@ def _guarded(
         raise
 
 
+def _backward_micro_batches(
+    parts: StepParts,
+    inputs: Mapping[str, Tensor],
+    target: Tensor,
+    forward: Callable[[dict[str, Tensor], Tensor, int], tuple[ModelOutput, Tensor]],
+    after: Callable[[ModelOutput, Tensor, Tensor, bool], None],
+    *,
+    step: int,
+    watch: NonFiniteWatch,
+) -> None:
+    """Forward and backward every micro-batch of ``(inputs, target)``; the optimizer step is the caller's.
+
+    ``forward(x, y, i)`` returns micro-batch ``i``'s output and loss (under autocast); its loss is
+    weighted by the micro-batch's share of the batch, scaled for fp16, and back-propagated with
+    DDP's gradient all-reduce held back until the last micro-batch. ``after(out, loss, y, last)``
+    then records what the step needs (metrics, OGM's accumulated scores).
+    """
+    device = target.device
+    micro = list(_micro_batches(inputs, target, parts.grad_accum_steps))
+    no_sync = getattr(parts.model, "no_sync", None)
+    for i, (x, y) in enumerate(micro):
+        last = i == len(micro) - 1
+        with no_sync() if (no_sync is not None and not last) else contextlib.nullcontext():
+            with parts.autocast(device):
+                out, loss = forward(x, y, i)
+            scaled = loss * (y.shape[0] / target.shape[0])
+            (parts.scaler.scale(scaled) if parts.scaler is not None else scaled).backward()
+        watch.update(loss, step)
+        after(out, loss, y, last)
+
+
+def _optimizer_step(parts: StepParts) -> None:
+    """``optimizer.step()`` (through the fp16 scaler when there is one), then clear the gradients."""
+    if parts.scaler is not None:
+        parts.scaler.step(parts.optimizer)
+        parts.scaler.update()
+    else:
+        parts.optimizer.step()
+    parts.optimizer.zero_grad(set_to_none=True)
+
+
 def train_step(
     parts: StepParts,
     inputs: Mapping[str, Tensor],
@@ -177,36 +218,43 @@ def train_step(
     step: int,
     sums: EpochSums,
     watch: NonFiniteWatch,
+    drop: Mapping[str, Tensor] | None = None,
 ) -> None:
-    """One optimizer step over the batch ``(inputs, target)`` (split into micro-batches)."""
+    """One optimizer step over the batch ``(inputs, target)`` (split into micro-batches).
+
+    ``drop``: modality name -> ``(B,)`` bool rows whose features are zeroed (a method's
+    :class:`~modbalance.methods.ExtraSamples`), passed to the method's ``train_forward``.
+    """
     if parts.methods.method is not None:
-        method_step(parts, parts.methods.method, inputs, target, epoch=epoch, step=step, sums=sums, watch=watch)
+        method_step(
+            parts, parts.methods.method, inputs, target, epoch=epoch, step=step, sums=sums, watch=watch, drop=drop
+        )
         return
+    if drop is not None:
+        raise ValueError("train_step(drop=...) needs a balancing method (its epoch_samples plan)")
     ogm, opm = parts.methods.ogm, parts.methods.opm
-    device = target.device
-    micro = list(_micro_batches(inputs, target, parts.grad_accum_steps))
-    for i, (x, y) in enumerate(micro):
-        last = i == len(micro) - 1
-        no_sync = getattr(parts.model, "no_sync", None)
-        sync_context = no_sync() if (no_sync is not None and not last) else contextlib.nullcontext()
-        with sync_context:
-            with parts.autocast(device):
-                if opm is not None:
-                    scores = lambda z, y=y: _guarded(lambda: unimodal_scores(z, y), z, step, epoch, watch)  # noqa: E731
-                    out = parts.model(x, opm=opm, scores=scores, epoch=epoch)
-                    loss = kept_cross_entropy(out.logits.float(), y, out.keep)
-                else:
-                    out = parts.model(x)
-                    loss = F.cross_entropy(out.logits.float(), y)
-            scaled = loss * (y.shape[0] / target.shape[0])
-            (parts.scaler.scale(scaled) if parts.scaler is not None else scaled).backward()
-        watch.update(loss, step)
+    last_batch: list[tuple[ModelOutput, Tensor]] = []
+
+    def forward(x: dict[str, Tensor], y: Tensor, i: int) -> tuple[ModelOutput, Tensor]:
+        if opm is None:
+            out = parts.model(x)
+            return out, F.cross_entropy(out.logits.float(), y)
+        scores = lambda z: _guarded(lambda: unimodal_scores(z, y), z, step, epoch, watch)  # noqa: E731
+        out = parts.model(x, opm=opm, scores=scores, epoch=epoch)
+        return out, kept_cross_entropy(out.logits.float(), y, out.keep)
+
+    def after(out: ModelOutput, loss: Tensor, y: Tensor, last: bool) -> None:
         sums.add_batch(loss, out.logits, out.unimodal_logits, y)
         if opm is not None:
             sums.add_drop_probs(out.drop_probs)  # zeros outside OPM's window
         if ogm is not None and not last:
             ogm.accumulate(out.unimodal_logits, y)
+        if last:
+            last_batch.append((out, y))
+
+    _backward_micro_batches(parts, inputs, target, forward, after, step=step, watch=watch)
     if ogm is not None:
+        out, y = last_batch[0]
         coefficients = _guarded(
             lambda: ogm.modulate(out.unimodal_logits, y, epoch=epoch, scaler=parts.scaler, optimizer=parts.optimizer),
             out.unimodal_logits,
@@ -215,12 +263,7 @@ def train_step(
             watch,
         )
         sums.add_coefficients(coefficients)
-    if parts.scaler is not None:
-        parts.scaler.step(parts.optimizer)
-        parts.scaler.update()
-    else:
-        parts.optimizer.step()
-    parts.optimizer.zero_grad(set_to_none=True)
+    _optimizer_step(parts)
 
 
 def method_step(
@@ -233,46 +276,57 @@ def method_step(
     step: int,
     sums: EpochSums,
     watch: NonFiniteWatch,
+    drop: Mapping[str, Tensor] | None = None,
 ) -> None:
     """One optimizer step of a :class:`~modbalance.methods.BalancingMethod` through its hooks.
+
+    ``drop`` (modality name -> ``(B,)`` bool) is split into the same micro-batches as the batch
+    and given to ``method.train_forward``.
 
     The loss of each micro-batch is weighted by its share of the batch; the gradient hook runs
     once, after the last micro-batch (methods that need the whole batch in one piece refuse
     gradient accumulation in their ``requires``). Under fp16 the gradients are unscaled before
     the hook, so that gradient edits see true values.
     """
-    device = target.device
-    micro = list(_micro_batches(inputs, target, parts.grad_accum_steps))
-    for i, (x, y) in enumerate(micro):
-        last = i == len(micro) - 1
-        no_sync = getattr(parts.model, "no_sync", None)
-        sync_context = no_sync() if (no_sync is not None and not last) else contextlib.nullcontext()
-        with sync_context:
-            with parts.autocast(device):
-                out = method.train_forward(parts.model, x, epoch=epoch)
-                loss = method.loss(parts.core, out, y, epoch=epoch, inputs=x)
-            scaled = loss * (y.shape[0] / target.shape[0])
-            (parts.scaler.scale(scaled) if parts.scaler is not None else scaled).backward()
-        watch.update(loss, step)
+
+    drops: list[dict[str, Tensor]] | None = None
+    if drop is not None:
+        chunks = min(parts.grad_accum_steps, target.shape[0])  # the split of _micro_batches
+        pieces = {m: torch.tensor_split(d, chunks) for m, d in drop.items()}
+        drops = [{m: p[i] for m, p in pieces.items()} for i in range(chunks)]
+
+    def forward(x: dict[str, Tensor], y: Tensor, i: int) -> tuple[ModelOutput, Tensor]:
+        if drops is None:
+            out = method.train_forward(parts.model, x, epoch=epoch)
+        else:
+            out = method.train_forward(parts.model, x, epoch=epoch, drop=drops[i])
+        return out, method.loss(parts.core, out, y, epoch=epoch, inputs=x)
+
+    def after(out: ModelOutput, loss: Tensor, y: Tensor, last: bool) -> None:
         with torch.no_grad():
             logits = method.predict(parts.core, out)
         sums.add_batch(loss.detach(), logits, out.unimodal_logits, y)
+
+    _backward_micro_batches(parts, inputs, target, forward, after, step=step, watch=watch)
     if parts.scaler is not None:
         parts.scaler.unscale_(parts.optimizer)
     method.before_step(parts.core, parts.optimizer, epoch=epoch)
-    if parts.scaler is not None:
-        parts.scaler.step(parts.optimizer)
-        parts.scaler.update()
-    else:
-        parts.optimizer.step()
-    parts.optimizer.zero_grad(set_to_none=True)
+    _optimizer_step(parts)
 
 
-def _gather_cat(tensor: Tensor, ctx: DistributedContext) -> Tensor:
-    """Concatenate every rank's rows, in rank order (identity for one process)."""
+def _gather_cat(tensor: Tensor, ctx: DistributedContext, order: Tensor | None = None) -> Tensor:
+    """Every rank's rows in split order: row ``k`` of the concatenation (rank order) goes to ``order[k]``.
+
+    ``order``: ``(N,)`` the split index of each gathered row (identity for one process).
+    """
     if not ctx.distributed:
         return tensor
-    return torch.cat(gather_objects(tensor.cpu(), ctx))
+    rows = torch.cat(gather_objects(tensor.cpu(), ctx))
+    if order is None:
+        return rows
+    placed = torch.empty_like(rows)
+    placed[order] = rows
+    return placed
 
 
 @torch.no_grad()
@@ -293,6 +347,8 @@ def _forward_split(
     """
     size = len(bundle.splits[split])
     sampler = ShardedBatchSampler(size, batch_size, seed=0, shuffle=False, rank=ctx.rank, world_size=ctx.world_size)
+    # Each rank holds slices of every global batch: gather where each row belongs, to return split order.
+    order = _gather_cat(torch.cat(sampler.positions()), ctx) if ctx.distributed else None
     fused, targets = [], []
     unimodal: dict[str, list[Tensor]] = {m: [] for m in core.modalities}
     features: dict[str, list[Tensor]] = {m: [] for m in core.modalities}
@@ -308,7 +364,7 @@ def _forward_split(
                 features[m].append(out.features[m].float().cpu())
 
     def cat(rows: list[Tensor]) -> Tensor:
-        return _gather_cat(torch.cat(rows), ctx) if rows else torch.empty(0)
+        return _gather_cat(torch.cat(rows), ctx, order) if rows else torch.empty(0)
 
     return (
         cat(fused),

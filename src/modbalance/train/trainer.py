@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from modbalance.methods import EpochContext
+from modbalance.methods import EpochContext, ExtraSamples
 from modbalance.metrics import EpochSums
 from modbalance.runfolder import RunFiles, RunLock, write_json, writing
 from modbalance.train.build import build_methods, build_model, build_optimizer
@@ -286,6 +286,21 @@ def _seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
+def _plan_drops(plan: ExtraSamples, num_samples: int, modalities: list[str], name: str) -> dict[str, torch.Tensor]:
+    """Modality name -> ``(num_samples + K,)`` bool over the epoch's positions: False for the
+    originals, the plan's ``drop`` for its ``K`` extra samples (checked against the split and model)."""
+    k = len(plan.indices)
+    wrong = any(tuple(d.shape) != (k,) or d.dtype != torch.bool for d in plan.drop.values())
+    if set(plan.drop) != set(modalities) or wrong:
+        shapes = {m: (tuple(d.shape), str(d.dtype)) for m, d in plan.drop.items()}
+        raise ValueError(
+            f"method {name!r}: epoch_samples must give a ({k},) bool drop mask for each of the model's modalities "
+            f"{modalities}, got {shapes}"
+        )
+    originals = torch.zeros(num_samples, dtype=torch.bool)
+    return {m: torch.cat([originals, plan.drop[m].cpu()]) for m in modalities}
+
+
 class _Trainer:
     """The state of one run between :func:`run`'s set-up and its end (internal)."""
 
@@ -482,12 +497,19 @@ class _Trainer:
         if self.methods.opm is not None:
             self.methods.opm.train()
         method = self.methods.method
+        self.sampler.set_extra(None)
+        drops = None
         if method is not None:
             method.train()
             if self.start_batch == 0:  # resuming mid-epoch: the state saved after this hook is restored
                 method.on_epoch_start(self.core, self._epoch_context())
+            plan = method.epoch_samples(self.epoch)  # the same plan again on resume (from the method's state)
+            if plan is not None and len(plan.indices):
+                drops = _plan_drops(plan, self.sampler.num_samples, self.modalities, method.name)
+                self.sampler.set_extra(plan.indices)
         self.sampler.set_epoch(self.epoch)
         self.sampler.set_start_batch(self.start_batch)
+        positions = self.sampler.positions()[self.start_batch :] if drops is not None else []
         self.bundle.set_epoch(self.epoch)  # train-time frames/crops are drawn from (seed, epoch, index)
         batches = iterate_batches(
             self.bundle,
@@ -499,10 +521,20 @@ class _Trainer:
             seed=self.config.seed,
         )
         with self._progress() as bar:
-            for inputs, target in batches:
+            for b, (inputs, target) in enumerate(batches):
                 self.global_step += 1
+                drop = None
+                if drops is not None:  # this batch's rows of the plan's modality mask (originals: none dropped)
+                    drop = {m: d[positions[b]].to(target.device, non_blocking=True) for m, d in drops.items()}
                 train_step(
-                    self.parts, inputs, target, epoch=self.epoch, step=self.global_step, sums=self.sums, watch=watch
+                    self.parts,
+                    inputs,
+                    target,
+                    epoch=self.epoch,
+                    step=self.global_step,
+                    sums=self.sums,
+                    watch=watch,
+                    drop=drop,
                 )
                 self.start_batch += 1
                 bar.update()
