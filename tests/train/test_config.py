@@ -123,6 +123,11 @@ def test_malformed_override_and_missing_file():
         load_config(None, ["method.alpha"])
     with pytest.raises(FileNotFoundError, match=r"config file 'lab/nope' not found \(shipped configs: .*lab/tiny"):
         load_config("lab/nope")
+    # a value that is not valid YAML names the override (it was a raw yaml traceback)
+    with pytest.raises(ConfigError, match=r"override 'method.options.teachers=\{audio: x\{seed\}\}': .*not valid YAML"):
+        load_config(None, ["seed=1", "method.options.teachers={audio: x{seed}}"])
+    quoted = load_config(None, ["method.name=mslr", "method.options.lrs={audio: 0.1, visual: 0.2}"])
+    assert quoted.method.options["lrs"] == {"audio": 0.1, "visual": 0.2}
 
 
 def test_modalities_absent_from_the_data_are_refused_before_training(tmp_path):

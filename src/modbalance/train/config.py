@@ -304,7 +304,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         for item in overrides:
             if "=" not in item or item.startswith("="):
                 raise ConfigError(f"override {item!r} must look like key=value (e.g. method.alpha=0.8)")
-        dotlist = OmegaConf.from_dotlist(list(overrides))
+        dotlist = _from_dotlist(OmegaConf, overrides)
         _check_sections(dotlist, "override")
         layers.append(dotlist)
         merged = OmegaConf.merge(*layers)
@@ -313,6 +313,22 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         raise _config_error(error) from None
     validate_config(config)
     return config
+
+
+def _from_dotlist(omegaconf: Any, overrides: Sequence[str]) -> Any:
+    """The overrides as one config; a value that is not valid YAML is a ConfigError naming the override."""
+    import yaml
+
+    for item in overrides:  # each alone first, so that the error names the override at fault
+        try:
+            omegaconf.from_dotlist([item])
+        except yaml.YAMLError as error:
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise ConfigError(
+                f"override {item!r}: its value is not valid YAML ({problem}); quote the value "
+                "(key='a{b}') or set nested keys one by one (method.options.lrs.audio=0.1)"
+            ) from None
+    return omegaconf.from_dotlist(list(overrides))
 
 
 def _load_yaml(source: Path) -> Any:
