@@ -29,6 +29,7 @@ from modbalance.fusion import Concat, FiLM, Sum
 from modbalance.methods import GBlending, MethodRequirementError, create_method
 from modbalance.methods.base import EpochContext, SplitOutputs
 from modbalance.methods.gblending import blend_weights
+from tests.methods.resume import assert_cut_and_resume_exact
 
 
 def _balancebenchmark_weights(pre_train: dict, pre_val: dict, now_train: dict, now_val: dict) -> dict:
@@ -339,33 +340,12 @@ def test_trainer_epochs_log_weights_from_the_recorded_gain_and_overfitting(tmp_p
 @pytest.mark.slow
 @pytest.mark.parametrize("heads", ["fusion", "own"])
 def test_resume_mid_epoch_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, heads: str) -> None:
-    from modbalance.train import load_config, run
     from modbalance.train.checkpoint import load_checkpoint
 
     base = [f"output_dir={tmp_path}", "train.device=cpu", "train.probe=false", "train.epochs=3"]
     base += ["train.checkpoint_every_steps=3", "method.name=gblending", "method.options.super_epoch=1"]
     base += [f"method.options.heads={heads}"]
-    reference = run(load_config("lab/tiny", [*base, "run_name=ref"]))
-
-    import modbalance.train.trainer as trainer_module
-
-    real_step = trainer_module.train_step
-
-    def crashing(parts: Any, inputs: Any, target: Any, *, step: int, **kwargs: Any) -> None:
-        if step == 13:  # after the checkpoint of step 12: epoch 1, mid-epoch (8 steps per epoch)
-            raise KeyboardInterrupt
-        real_step(parts, inputs, target, step=step, **kwargs)
-
-    monkeypatch.setattr(trainer_module, "train_step", crashing)
-    with pytest.raises(KeyboardInterrupt):
-        run(load_config("lab/tiny", [*base, "run_name=cut"]))
-    monkeypatch.setattr(trainer_module, "train_step", real_step)
-    cut = tmp_path / "cut"
-    run(resume=cut)
-    assert (cut / "metrics.jsonl").read_text() == (reference / "metrics.jsonl").read_text()
-    final_cut = load_checkpoint(cut / "checkpoints" / "last.pt")["model"]
-    for key, value in load_checkpoint(reference / "checkpoints" / "last.pt")["model"].items():
-        assert torch.equal(final_cut[key], value), key
+    reference, cut = assert_cut_and_resume_exact(tmp_path, monkeypatch, base)
     if heads == "own":  # the method's own heads are in its state and end equal too
         own_cut = load_checkpoint(cut / "checkpoints" / "last.pt")["ranks"][0]["method"]
         own_ref = load_checkpoint(reference / "checkpoints" / "last.pt")["ranks"][0]["method"]

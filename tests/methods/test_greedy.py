@@ -39,6 +39,7 @@ from modbalance.interaction import MMTMNet
 from modbalance.methods import MethodRequirementError, create_method
 from modbalance.methods.base import EpochContext
 from modbalance.methods.greedy import Greedy, greedy_parameter_groups
+from tests.methods.resume import assert_cut_and_resume_exact
 
 MODALITIES = ("audio", "visual")
 
@@ -389,33 +390,11 @@ def test_trainer_runs_one_epoch_on_lab_mmtm(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_trainer_resume_mid_epoch_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from modbalance.train import load_config, run
-    from modbalance.train.checkpoint import load_checkpoint
 
     base = [f"output_dir={tmp_path}", "train.device=cpu", "train.probe=false", "train.epochs=2", "model.kind=mmtm"]
     base += ["train.checkpoint_every_steps=3", "method.name=greedy", "method.start_epoch=0"]
     base += ["method.options.window=4"]  # a re-balancing window that spans the cut
-    reference = run(load_config("lab/tiny", [*base, "run_name=ref"]))
-
-    import modbalance.train.trainer as trainer_module
-
-    real_step = trainer_module.train_step
-
-    def crashing(parts, inputs, target, *, step: int, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        if step == 10:  # after the checkpoint of step 9: epoch 1, mid-epoch (8 steps per epoch)
-            raise KeyboardInterrupt
-        real_step(parts, inputs, target, step=step, **kwargs)
-
-    monkeypatch.setattr(trainer_module, "train_step", crashing)
-    with pytest.raises(KeyboardInterrupt):
-        run(load_config("lab/tiny", [*base, "run_name=cut"]))
-    monkeypatch.setattr(trainer_module, "train_step", real_step)
-    cut = tmp_path / "cut"
-    run(resume=cut)
-    assert (cut / "metrics.jsonl").read_text() == (reference / "metrics.jsonl").read_text()
-    final_cut = load_checkpoint(cut / "checkpoints" / "last.pt")["model"]
-    for key, value in load_checkpoint(reference / "checkpoints" / "last.pt")["model"].items():
-        assert torch.equal(final_cut[key], value), key
+    assert_cut_and_resume_exact(tmp_path, monkeypatch, base, crash_step=10)
 
 
 def test_requirements_models_names_the_accepted_model_classes() -> None:
