@@ -78,12 +78,15 @@ def _check_methods(configs: list[Any]) -> None:
     from modbalance.train.data import build_data
 
     bundles: dict[str, Any] = {}
-    for config in configs:
+    for index, config in enumerate(configs):
         key = repr(config.data)
         if key not in bundles:
             bundles[key] = build_data(config)
+        # runs earlier in the list will have finished when this one starts (UMT's teachers, G-Blending's trial runs)
+        earlier = [Path(c.output_dir) / str(c.run_name) for c in configs[:index]]
         try:
-            build_methods(config, build_model(config, bundles[key]), torch.device("cpu"), distributed=False)
+            model = build_model(config, bundles[key])
+            build_methods(config, model, torch.device("cpu"), distributed=False, planned_runs=earlier)
         except ValueError as error:
             raise ValueError(f"{config.run_name}: {error}") from None
 

@@ -29,11 +29,12 @@ uni-modal logits :math:`z_m` are the fusion head's per-modality blocks (``heads=
 :func:`~modbalance.methods.base.unimodal_logits_with_grad`) or one linear head per modality owned
 by the method (``heads="own"``, as VMZ: ``c2/lib/models/audio_visual_model.py`` 483-497).
 
-Deviations, each deliberate: the losses are read off the trajectory of the blended model itself
-(the paper and BalanceBenchmark train a copy of the model per branch for a super-epoch to
-estimate them; our loop has no such trial runs); by default the uni-modal logits are the
-fusion head's blocks, not separate heads as in VMZ (``heads="own"`` gives those); a branch
-whose held-out loss did not fall (:math:`\Delta G_k \le 0`) gets weight 0 with
+Deviations, each deliberate: online, the losses are read off the trajectory of the blended model
+itself (the paper and BalanceBenchmark train a copy of the model per branch for a super-epoch to
+estimate them); offline weights from finished trial runs are the trainer's
+``method.options.trial_runs`` (``modbalance.train.trial_runs``), given here as ``weights``; by
+default the uni-modal logits are the fusion head's blocks, not separate heads as in VMZ
+(``heads="own"`` gives those); a branch whose held-out loss did not fall (:math:`\Delta G_k \le 0`) gets weight 0 with
 ``gain="clip"`` (``gain="abs"``: :math:`|\Delta G_k|` as BalanceBenchmark and MultiBench);
 :math:`\Delta O_k^2` is floored at ``eps``; when no branch generalised, the weights stay as
 they were.

@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import inspect
 import logging
+from collections.abc import Collection, Mapping
+from pathlib import Path
 from typing import Any, NamedTuple, cast
 
 import torch
@@ -24,12 +26,14 @@ from modbalance.encoders.resnet import ResNet18Encoder
 from modbalance.fusion import create_fusion
 from modbalance.interaction import InteractionModel, create_interaction
 from modbalance.methods import METHODS, BalancingMethod, create_method
+from modbalance.methods.gblending import GBlending
 from modbalance.model import MultimodalClassifier
 from modbalance.ogm import OGM
 from modbalance.opm import OPM
 from modbalance.train.config import ConfigError, ExperimentConfig
 from modbalance.train.data import DataBundle
-from modbalance.train.teachers import load_teachers
+from modbalance.train.teachers import in_planned_run, load_teachers, standin_teacher
+from modbalance.train.trial_runs import TRIAL_RUNS_OPTION, split_trial_options, weights_from_trial_runs
 from modbalance.train.validate import method_modalities
 
 __all__ = [
@@ -284,13 +288,23 @@ def _window(config: ExperimentConfig, component: str) -> tuple[int, int | None]:
 
 
 def build_methods(
-    config: ExperimentConfig, model: MultimodalClassifier, device: torch.device, *, distributed: bool = False
+    config: ExperimentConfig,
+    model: MultimodalClassifier,
+    device: torch.device,
+    *,
+    distributed: bool = False,
+    planned_runs: Collection[Path] = (),
 ) -> Methods:
     """OGM (``ogm``, ``ogm_ge``, ``opm+ogm``) and OPM (``opm``, ``opm+ogm``) with seeded generators, or a
     registered method (checked against ``model`` and the run's settings).
 
     Each of OGM and OPM acts in its window, ``method.windows.<ogm|opm>`` or else
     ``method.start_epoch``/``end_epoch``.
+
+    ``planned_runs``: run folders that do not exist yet but will have finished before this run
+    starts (``modbalance compare`` trains the methods in order). An option naming one of them
+    (UMT's teachers, G-Blending's trial runs) gets a stand-in, so that a pre-check can build the
+    method before those runs exist; a trainer never passes any.
 
     Raises:
         ConfigError: the method cannot run on this model or with these settings (the message
@@ -299,7 +313,9 @@ def build_methods(
     method = config.method
     ogm = opm = None
     if method.name in METHODS:
-        return Methods(None, None, _build_registered(config, model, device, distributed=distributed))
+        planned = {folder.resolve() for folder in planned_runs}
+        built = _build_registered(config, model, device, distributed=distributed, planned=planned)
+        return Methods(None, None, built)
     if method.name in ("ogm", "ogm_ge", "opm+ogm"):
         generator = torch.Generator(device=device).manual_seed(derived_seed(config.seed, "ogm"))
         start, end = _window(config, "ogm")
@@ -333,17 +349,61 @@ def build_methods(
     return Methods(ogm, opm)
 
 
+def _resolve_run_inputs(
+    config: ExperimentConfig, model: MultimodalClassifier, options: dict[str, Any], planned: Collection[Path]
+) -> dict[str, Any]:
+    """Options that name other runs' files -> what the method takes (the core never reads files).
+
+    UMT's ``teachers`` (run folders or checkpoints) become frozen encoder copies; G-Blending's
+    ``trial_runs`` (and ``trial_epochs``) become fixed ``weights`` with ``super_epoch=None``. A
+    path inside ``planned`` gets a stand-in: an untrained frozen encoder, uniform weights.
+    """
+    name, seed = config.method.name, config.seed
+    cls = METHODS.get(name)
+    teacher_option = getattr(cls, "teacher_option", None)  # UMT
+    if teacher_option is not None and teacher_option in options:
+        spec = options[teacher_option]
+        if isinstance(spec, Mapping) and isinstance(model, MultimodalClassifier):
+            spec = {
+                m: standin_teacher(model, m)
+                if in_planned_run(p, seed=seed, key=f"method.options.{teacher_option}.{m}", planned=planned)
+                else p
+                for m, p in spec.items()
+            }
+        options[teacher_option] = load_teachers(spec, model, seed=seed, key=f"method.options.{teacher_option}")
+    if isinstance(cls, type) and issubclass(cls, GBlending):
+        runs, epochs, options = split_trial_options(options)
+        if runs is None:
+            return options
+        if not isinstance(model, MultimodalClassifier):
+            raise ConfigError(
+                f"method.options.{TRIAL_RUNS_OPTION}: G-Blending needs a late-fusion model (model.kind=late), "
+                f"got {type(model).__name__}"
+            )
+        weights = weights_from_trial_runs(
+            runs,
+            list(model.modalities),
+            seed=seed,
+            epochs=epochs,
+            gain=options.get("gain", "clip"),
+            eps=options.get("eps", 1e-12),
+            planned=planned,
+        )
+        options["weights"], options["super_epoch"] = weights, None
+    return options
+
+
 def _build_registered(
-    config: ExperimentConfig, model: MultimodalClassifier, device: torch.device, *, distributed: bool
+    config: ExperimentConfig,
+    model: MultimodalClassifier,
+    device: torch.device,
+    *,
+    distributed: bool,
+    planned: Collection[Path] = (),
 ) -> BalancingMethod:
     method = config.method
-    options = dict(method.options)
-    teacher_option = getattr(METHODS.get(method.name), "teacher_option", None)  # UMT: files -> teacher modules
-    if teacher_option is not None and teacher_option in options:
-        options[teacher_option] = load_teachers(
-            options[teacher_option], model, seed=config.seed, key=f"method.options.{teacher_option}"
-        )
     try:
+        options = _resolve_run_inputs(config, model, dict(method.options), planned)
         built = create_method(method.name, start_epoch=method.start_epoch, end_epoch=method.end_epoch, **options)
         built.check(model, held_out=True)  # the trainer always has a validation split
         built.check_settings(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import yaml
@@ -23,7 +23,43 @@ from modbalance.model import MultimodalClassifier
 from modbalance.train.checkpoint import CheckpointError, load_checkpoint
 from modbalance.train.errors import ConfigError
 
-__all__ = ["load_teacher", "load_teachers", "teacher_checkpoint"]
+__all__ = ["in_planned_run", "load_teacher", "load_teachers", "seed_path", "standin_teacher", "teacher_checkpoint"]
+
+
+def seed_path(path: str | os.PathLike[str], *, seed: int, key: str) -> Path:
+    """``path`` with ``{seed}`` replaced by ``seed`` (the one placeholder of options that name other runs).
+
+    Raises:
+        ConfigError: another placeholder or a stray brace (the message names ``key`` and the path).
+
+    Example:
+        >>> seed_path("cmp/runs/unimodal-audio-seed{seed}", seed=2, key="method.options.teachers.audio").name
+        'unimodal-audio-seed2'
+    """
+    text = os.fspath(path)
+    try:
+        return Path(text.format(seed=seed))
+    except (KeyError, IndexError, ValueError) as error:
+        raise ConfigError(f"{key}={text!r}: the only placeholder allowed is {{seed}} ({error})") from None
+
+
+def in_planned_run(path: object, *, seed: int, key: str, planned: Collection[Path]) -> bool:
+    """Whether ``path`` (``{seed}`` filled in) is one of the run folders in ``planned`` or a file inside one.
+
+    ``planned`` holds resolved run folders that will exist before the run being built starts
+    (``modbalance compare`` trains its methods in order); options naming them get stand-ins.
+
+    Example:
+        >>> planned = {Path("cmp/runs/unimodal-audio-seed0").resolve()}
+        >>> in_planned_run("cmp/runs/unimodal-audio-seed{seed}/checkpoints/best.pt", seed=0, key="k", planned=planned)
+        True
+        >>> in_planned_run("cmp/runs/unimodal-audio-seed{seed}", seed=1, key="k", planned=planned)
+        False
+    """
+    if not planned or not isinstance(path, str | os.PathLike):
+        return False
+    resolved = seed_path(path, seed=seed, key=key).resolve()
+    return any(resolved == folder or folder in resolved.parents for folder in planned)
 
 
 def teacher_checkpoint(path: str | os.PathLike[str], *, seed: int, key: str = "method.options.teachers") -> Path:
@@ -43,10 +79,7 @@ def teacher_checkpoint(path: str | os.PathLike[str], *, seed: int, key: str = "m
         True
     """
     text = os.fspath(path)
-    try:
-        resolved = Path(text.format(seed=seed))
-    except (KeyError, IndexError, ValueError) as error:
-        raise ConfigError(f"{key}={text!r}: the only placeholder allowed is {{seed}} ({error})") from None
+    resolved = seed_path(text, seed=seed, key=key)
     if resolved.is_dir():
         best = resolved / "checkpoints" / "best.pt"
         if not best.is_file():
@@ -115,9 +148,7 @@ def load_teacher(path: str | os.PathLike[str], modality: str, student: Multimoda
             f"{path} holds no encoder for modality {modality!r} (its model has encoders for {found}); "
             f"the UMT teacher of {modality!r} must come from a method.name=unimodal:{modality} run"
         )
-    if modality not in student.encoders:
-        raise ConfigError(f"method.options.teachers.{modality}: the model has no modality {modality!r}")
-    teacher = copy.deepcopy(student.encoders[modality])
+    teacher = standin_teacher(student, modality)
     try:
         teacher.load_state_dict(encoder_state)
     except RuntimeError as error:
@@ -125,6 +156,27 @@ def load_teacher(path: str | os.PathLike[str], modality: str, student: Multimoda
             f"{path}: its {modality!r} encoder does not fit this run's model.encoders.{modality} (the teacher must "
             f"have the student's encoder architecture and options): {error}"
         ) from None
+    return teacher
+
+
+def standin_teacher(student: MultimodalClassifier, modality: str) -> nn.Module:
+    """A frozen, eval-mode copy of ``student.encoders[modality]`` with the student's current weights.
+
+    :func:`load_teacher` loads a checkpoint into it; on its own it stands in for a teacher whose
+    run has not happened yet (``modbalance compare`` checks UMT before training its teachers).
+
+    Example:
+        >>> import torch
+        >>> from modbalance import MultimodalClassifier
+        >>> from modbalance.fusion import Concat
+        >>> model = MultimodalClassifier({"audio": torch.nn.Linear(3, 4)}, Concat({"audio": 4}, 2))
+        >>> t = standin_teacher(model, "audio")
+        >>> t is model.encoders["audio"], t.weight.requires_grad, t.training
+        (False, False, False)
+    """
+    if modality not in student.encoders:
+        raise ConfigError(f"method.options.teachers.{modality}: the model has no modality {modality!r}")
+    teacher = copy.deepcopy(student.encoders[modality])
     teacher.requires_grad_(False)
     return teacher.eval()
 

@@ -83,6 +83,8 @@ def _check_window(key: str, start: int, end: int | None) -> None:
 def _check_registered(config: ExperimentConfig) -> None:
     """A :data:`~modbalance.methods.METHODS` method: its options build it (names the bad option)."""
     from modbalance.methods import METHODS, create_method
+    from modbalance.methods.gblending import GBlending
+    from modbalance.train.trial_runs import split_trial_options
 
     method = config.method
     if method.name not in METHODS:
@@ -95,8 +97,12 @@ def _check_registered(config: ExperimentConfig) -> None:
     for key in ("start_epoch", "end_epoch"):
         if key in method.options:
             raise ConfigError(f"method.options.{key}: set the window with method.{key}, not in method.options")
+    options = dict(method.options)
+    builder = METHODS.get(method.name)
+    if isinstance(builder, type) and issubclass(builder, GBlending):  # trial runs are files, read when the run is built
+        _, _, options = split_trial_options(options)
     try:
-        create_method(method.name, start_epoch=method.start_epoch, end_epoch=method.end_epoch, **method.options)
+        create_method(method.name, start_epoch=method.start_epoch, end_epoch=method.end_epoch, **options)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"method.options (method.name={method.name!r}): {error}") from None
 
