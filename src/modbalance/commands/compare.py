@@ -7,6 +7,11 @@ replaced by ``method.name=<method>``), then writes ``DIR/report.md`` with the ta
 interrupted is resumed from its last checkpoint, so an interrupted comparison continues where it
 stopped. Overrides apply to every run (``key=value``) or to one method
 (``--set mslr:method.options.lrs={audio: 0.05, visual: 0.5}``).
+
+Every method is built on its model before the first run, so a method the model cannot take fails
+at once. Options that name other runs' folders (UMT's ``teachers``, G-Blending's ``trial_runs``)
+may name runs of this same comparison that come earlier in ``--methods`` (within each seed the
+methods run in the order given); any other named folder must already exist.
 """
 
 from __future__ import annotations
